@@ -2,7 +2,7 @@
 
 A :class:`TagSet` is the ground truth of every probe: for each tag id (1..N) the label
 drawn, the region it marks (after overlap removal), where the mark was drawn, and the
-region's metadata. ``tag_regions`` (added by the tagging module) produces a
+region's metadata. :func:`tag_regions` produces a
 :class:`TaggedImage`; the toy world, the data pipeline and the scorers consume TagSets.
 
 Coordinates are in pixels of the *original* image: ``(x, y)`` with x to the right and y
@@ -12,12 +12,18 @@ shape ``(height, width)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from jaxtyping import Bool
 from PIL import Image
+from scipy import ndimage
+
+from somprobe.errors import InputError
+from somprobe.regions.base import Region, as_region, mask_bbox
+from somprobe.rgb import as_rgb_array
 
 LabelMode = Literal["number", "letter"]
 Box = tuple[int, int, int, int]
@@ -37,6 +43,11 @@ class Tag:
         category: the region's category name when known (e.g. "cat", "red circle").
         source_id: the id of the region in its source (COCO annotation id, ...).
         metadata: any further per-region facts (colour, shape, area, ...).
+        source_index: position of the region in the list given to ``tag_regions``.
+        color: the RGB colour used for this tag's fill / outline / box drawing.
+
+    ``center`` is the centre of the chosen pixel, ``(col + 0.5, row + 0.5)``, so
+    ``mask[int(center[1]), int(center[0])]`` is that pixel and is always True.
     """
 
     id: int
@@ -48,6 +59,8 @@ class Tag:
     category: str | None = None
     source_id: str | int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    source_index: int | None = None
+    color: tuple[int, int, int] | None = None
 
     @property
     def area(self) -> int:
@@ -66,12 +79,15 @@ class TagSet:
         skipped: regions not tagged because too little of them remained after overlap
             removal; each entry holds at least ``index`` (position in the input list),
             ``area`` (remaining pixels) and ``reason``.
+        options: the settings the tags were made with (resolved values: font size,
+            minimum area in pixels, order, ...), for provenance.
     """
 
     tags: list[Tag]
     image_size: tuple[int, int]
     label_mode: LabelMode = "number"
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.tags)
@@ -98,3 +114,340 @@ class TaggedImage:
 
     image: Image.Image
     tagset: TagSet
+
+
+# --------------------------------------------------------------------------------------
+# Tagging
+# --------------------------------------------------------------------------------------
+
+Order = Literal["area_ascending", "area_descending", "given"]
+DrawMode = Literal["mark", "box", "outline", "fill"]
+DRAW_MODES: tuple[str, ...] = ("mark", "box", "outline", "fill")
+REFERENCE_MIN_AREA = 110.0
+"""SoM-LLaVA's minimum remaining area, in pixels at a shorter side of 640."""
+
+
+def min_area_for(width: int, height: int, at_640: float = REFERENCE_MIN_AREA) -> float:
+    """Minimum remaining area in pixels for a ``width`` × ``height`` image.
+
+    The rule: ``at_640 * (min(width, height) / 640) ** 2``. SoM-LLaVA resizes images to a
+    shorter side of 640 and skips masks with fewer than 110 remaining pixels there; a
+    region of ``a`` pixels in an image of shorter side ``s`` covers ``a * (640 / s)**2``
+    pixels after that resize, so the threshold scales with the square of the shorter side
+    (i.e. with the image area at a fixed aspect ratio). A region is skipped when its
+    remaining area is 0 or ``< min_area_for(...)``.
+
+    Example:
+        >>> min_area_for(640, 480), min_area_for(960, 1280)
+        (61.875, 247.5)
+    """
+    return float(at_640) * (min(width, height) / 640.0) ** 2
+
+
+def mark_position(mask: np.ndarray) -> tuple[int, int]:
+    """``(col, row)`` of the pixel farthest (L2) from the border of a non-empty ``mask``.
+
+    Uses ``scipy.ndimage.distance_transform_edt`` on the mask padded with one row/column
+    of background all round, so the image edge counts as border. "Middle of ties": the
+    pixels that reach the maximum distance, listed in row-major order (by row, then
+    column), and the one at index ``n // 2`` (0-based) of that list of ``n`` is taken.
+
+    Example:
+        >>> m = np.zeros((5, 7), dtype=bool); m[1:4, 1:6] = True
+        >>> mark_position(m)
+        (3, 2)
+    """
+    bbox = mask_bbox(mask)
+    if bbox is None:
+        raise InputError("cannot place a mark on an empty mask")
+    x0, y0, x1, y1 = bbox
+    padded = np.pad(mask[y0:y1, x0:x1], 1)
+    dist = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+    ties = np.flatnonzero(dist == dist.max())
+    row, col = divmod(int(ties[len(ties) // 2]), x1 - x0)
+    return x0 + col, y0 + row
+
+
+def _as_regions(
+    regions: Sequence[Region | np.ndarray] | np.ndarray, shape: tuple[int, int]
+) -> list[Region]:
+    if isinstance(regions, np.ndarray):
+        if regions.ndim == 2:
+            raise InputError(
+                f"regions is one 2-D array of shape {regions.shape}; pass a list of masks, "
+                "a (N, H, W) stack, or from_label_image(labels) for a label image"
+            )
+        if regions.ndim != 3:
+            raise InputError(f"a mask stack must have shape (N, H, W), got {regions.shape}")
+        items: Sequence[Region | np.ndarray] = list(regions)
+    elif isinstance(regions, (Region, str, bytes)) or not isinstance(regions, Sequence):
+        raise InputError(
+            f"regions must be a list of Region objects or boolean masks, got "
+            f"{type(regions).__name__}"
+        )
+    else:
+        items = regions
+    out = []
+    for i, item in enumerate(items):
+        region = as_region(item, i)
+        if region.shape != shape:
+            raise InputError(
+                f"region {i} has mask shape {region.shape} but the image is "
+                f"{shape[0]}×{shape[1]} (height×width); resize the mask to the image "
+                "(e.g. somprobe.regions.resize_regions)"
+            )
+        out.append(region)
+    return out
+
+
+def _order(areas: list[int], order: str) -> list[int]:
+    if order == "area_ascending":
+        return [int(i) for i in np.argsort(np.asarray(areas), kind="stable")]
+    if order == "area_descending":
+        return [int(i) for i in np.argsort(-np.asarray(areas), kind="stable")]
+    if order == "given":
+        return list(range(len(areas)))
+    raise InputError(f"order must be 'area_ascending', 'area_descending' or 'given', got {order!r}")
+
+
+def _draw_modes(draw: str | Sequence[str]) -> set[str]:
+    modes = {draw} if isinstance(draw, str) else set(draw)
+    bad = modes - set(DRAW_MODES)
+    if bad:
+        raise InputError(f"unknown draw mode(s) {sorted(bad)}; choose from {list(DRAW_MODES)}")
+    return modes
+
+
+def _check_color(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if isinstance(value, str):
+        if value not in allowed:
+            raise InputError(
+                f"{name} must be an (r, g, b) tuple or one of {allowed}, got {value!r}"
+            )
+        return
+    arr = np.asarray(value)
+    if arr.shape != (3,) or arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() > 255:
+        raise InputError(f"{name} must be an (r, g, b) tuple of ints in 0..255, got {value!r}")
+
+
+def tag_regions(
+    image: Image.Image | np.ndarray,
+    regions: Sequence[Region | np.ndarray] | np.ndarray,
+    *,
+    order: Order = "area_ascending",
+    remove_overlaps: bool = True,
+    min_area: float | None = None,
+    min_area_at_640: float = REFERENCE_MIN_AREA,
+    label_mode: LabelMode = "number",
+    draw: DrawMode | Sequence[DrawMode] = "mark",
+    font_size: int | None = None,
+    min_font_size: int = 10,
+    text_color: tuple[int, int, int] | Literal["auto"] = (255, 255, 255),
+    box_color: tuple[int, int, int] | Literal["region"] = (0, 0, 0),
+    box_alpha: float = 0.8,
+    contrast: Literal["fixed", "auto"] = "fixed",
+    fill_alpha: float = 0.4,
+    line_width: int | None = None,
+    seed: int = 0,
+    max_tags: int | None = None,
+) -> TaggedImage:
+    """Draw Set-of-Mark tags on ``image`` for ``regions``; return the image and its TagSet.
+
+    The defaults are SoM-LLaVA's: regions sorted by area ascending (the smallest gets tag
+    1; ties keep the given order), each mask minus all earlier masks, regions with
+    remaining area 0 or below :func:`min_area_for` skipped (their pixels still count as
+    covered; they are listed in ``tagset.skipped``; ids stay 1..N), the mark at
+    :func:`mark_position` of the remaining mask, white numbers on a black box of alpha
+    0.8, font size from :func:`somprobe.marks_draw.font_size_for`.
+
+    Args:
+        image: PIL image or array; converted as documented in :mod:`somprobe.rgb`
+            (grayscale, RGBA over white, 16-bit scaled). The drawn image is RGB.
+        regions: list of :class:`~somprobe.regions.Region` or boolean ``(H, W)`` masks, or
+            an ``(N, H, W)`` stack. An empty list gives an empty TagSet and an unchanged
+            image; an all-zero mask is skipped with reason ``"empty"``.
+        order: "area_ascending", "area_descending" (both by original mask area, stable) or
+            "given".
+        remove_overlaps: subtract all earlier masks (False: tags keep their full masks).
+        min_area: minimum remaining area in pixels; None uses
+            ``min_area_for(width, height, min_area_at_640)``.
+        label_mode: "number" (1, 2, …) or "letter" (a … z, aa, ab, …).
+        draw: any of "mark" (label box + text), "box" (region bounding box), "outline"
+            (mask border), "fill" (mask fill with ``fill_alpha``); outlines, boxes and
+            fills use the tag's seeded colour and the remaining mask.
+        font_size: label font size in px; None uses the scaling rule with floor
+            ``min_font_size``.
+        text_color: RGB, or "auto" (black or white, whichever reads on the label box).
+        box_color: RGB, or "region" (the tag's colour).
+        box_alpha: opacity of the label box (0 draws no box).
+        contrast: "fixed" uses ``text_color`` on ``box_color``; "auto" uses white on black
+            unless the pixels under the box are dark (mean luma < 80), then black on white.
+        fill_alpha: opacity of "fill".
+        line_width: width of "box"/"outline" lines; None: ``max(1, round(2 * short/640))``.
+        seed: seed of the tag colours.
+        max_tags: raise InputError if more tags than this would be drawn (None: no
+            limit; numbers simply get more digits, 100, 101, …).
+
+    Example:
+        >>> import numpy as np
+        >>> img = np.zeros((64, 64, 3), dtype=np.uint8)
+        >>> big = np.zeros((64, 64), bool); big[:, :40] = True
+        >>> small = np.zeros((64, 64), bool); small[10:30, 10:30] = True
+        >>> tagged = tag_regions(img, [big, small])
+        >>> [(t.id, t.label, t.source_index, t.area) for t in tagged.tagset]
+        [(1, '1', 1, 400), (2, '2', 0, 2160)]
+    """
+    from somprobe import marks_draw as md
+
+    pixels = as_rgb_array(image)
+    height, width = int(pixels.shape[0]), int(pixels.shape[1])
+    regs = _as_regions(regions, (height, width))
+    modes = _draw_modes(draw)
+    if label_mode not in ("number", "letter"):
+        raise InputError(f"label_mode must be 'number' or 'letter', got {label_mode!r}")
+    if contrast not in ("fixed", "auto"):
+        raise InputError(f"contrast must be 'fixed' or 'auto', got {contrast!r}")
+    _check_color("text_color", text_color, ("auto",))
+    _check_color("box_color", box_color, ("region",))
+    for name, value in (("box_alpha", box_alpha), ("fill_alpha", fill_alpha)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise InputError(f"{name} must lie in [0, 1], got {value}")
+    threshold = (
+        float(min_area) if min_area is not None else min_area_for(width, height, min_area_at_640)
+    )
+    if threshold < 0:
+        raise InputError(f"min_area must be ≥ 0, got {threshold}")
+    fsize = (
+        int(font_size)
+        if font_size is not None
+        else md.font_size_for(width, height, minimum=min_font_size)
+    )
+    lw = int(line_width) if line_width is not None else max(1, round(2 * min(width, height) / 640))
+    if lw < 1:
+        raise InputError(f"line_width must be ≥ 1, got {line_width}")
+
+    areas = [int(np.count_nonzero(r.mask)) for r in regs]
+    covered = np.zeros((height, width), dtype=bool)
+    kept: list[tuple[int, np.ndarray, tuple[int, int, int, int]]] = []
+    skipped: list[dict[str, Any]] = []
+    for idx in _order(areas, order):
+        region = regs[idx]
+        bbox = mask_bbox(region.mask) if areas[idx] else None
+        if bbox is None:
+            skipped.append(_skip_entry(idx, region, 0, "empty"))
+            continue
+        x0, y0, x1, y1 = bbox
+        crop = region.mask[y0:y1, x0:x1]
+        remaining = crop & ~covered[y0:y1, x0:x1] if remove_overlaps else crop
+        covered[y0:y1, x0:x1] |= crop
+        area = int(np.count_nonzero(remaining))
+        if area == 0 or area < threshold:
+            reason = "fully_covered" if area == 0 else "below_min_area"
+            skipped.append(_skip_entry(idx, region, area, reason))
+            continue
+        kept.append((idx, remaining, bbox))
+    if max_tags is not None and len(kept) > max_tags:
+        raise InputError(
+            f"{len(kept)} tags would be drawn but max_tags={max_tags}; pass fewer regions, "
+            "raise min_area, or raise max_tags"
+        )
+
+    colors = md.region_colors(len(kept), seed)
+    font = md.load_font(fsize)
+    canvas = pixels.copy()
+    tags: list[Tag] = []
+    origins: list[tuple[int, int]] = []
+    for n, (idx, remaining, (x0, y0, x1, y1)) in enumerate(kept):
+        region = regs[idx]
+        col, row = mark_position(remaining)
+        center = (x0 + col + 0.5, y0 + row + 0.5)
+        label = md.label_text(n + 1, label_mode)
+        mark_box, origin = md.label_layout(label, font, center, (width, height))
+        origins.append(origin)
+        full = np.zeros((height, width), dtype=bool)
+        full[y0:y1, x0:x1] = remaining
+        tags.append(
+            Tag(
+                id=n + 1,
+                label=label,
+                mask=full,
+                original_mask=region.mask.copy(),
+                center=center,
+                mark_box=mark_box,
+                category=region.category,
+                source_id=region.source_id,
+                metadata=dict(region.metadata),
+                source_index=idx,
+                color=colors[n],
+            )
+        )
+    for (_, remaining, (x0, y0, _, _)), color in zip(kept, colors, strict=True):
+        if "fill" in modes and fill_alpha > 0:
+            md.blend_mask(canvas, remaining, (x0, y0), color, float(fill_alpha))
+        if "outline" in modes:
+            md.blend_mask(canvas, md.outline_of(remaining, lw), (x0, y0), color, 1.0)
+    if "box" in modes:
+        for tag in tags:
+            box = mask_bbox(tag.mask)
+            assert box is not None and tag.color is not None
+            md.draw_rectangle(canvas, box, tag.color, lw)
+    texts: list[tuple[tuple[int, int], str, tuple[int, int, int]]] = []
+    if "mark" in modes:
+        for tag, origin in zip(tags, origins, strict=True):
+            bg, fg = _mark_colors(canvas, tag, text_color, box_color, contrast, box_alpha)
+            if box_alpha > 0:
+                md.blend_box(canvas, tag.mark_box, bg, float(box_alpha))
+            texts.append((origin, tag.label, fg))
+    drawn = md.draw_texts(canvas, texts, font) if texts else Image.fromarray(canvas)
+    options = {
+        "order": order,
+        "remove_overlaps": remove_overlaps,
+        "min_area": threshold,
+        "label_mode": label_mode,
+        "draw": sorted(modes),
+        "font_size": fsize,
+        "box_alpha": float(box_alpha),
+        "contrast": contrast,
+        "seed": seed,
+    }
+    tagset = TagSet(tags, (width, height), label_mode, skipped, options)
+    return TaggedImage(drawn, tagset)
+
+
+def _skip_entry(index: int, region: Region, area: int, reason: str) -> dict[str, Any]:
+    return {
+        "index": index,
+        "area": area,
+        "reason": reason,
+        "category": region.category,
+        "source_id": region.source_id,
+    }
+
+
+def _mark_colors(
+    canvas: np.ndarray,
+    tag: Tag,
+    text_color: tuple[int, int, int] | str,
+    box_color: tuple[int, int, int] | str,
+    contrast: str,
+    box_alpha: float,
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(box colour, text colour) for one label, following the contrast rules."""
+    from somprobe.marks_draw import DARK_BACKGROUND_LUMINANCE, LIGHT_BOX_LUMINANCE, luminance
+
+    white, black = (255, 255, 255), (0, 0, 0)
+    x0, y0, x1, y1 = tag.mark_box
+    under = canvas[y0:y1, x0:x1]
+    if contrast == "auto":
+        dark = luminance(under) < DARK_BACKGROUND_LUMINANCE
+        return (white, black) if dark else (black, white)
+    bg: tuple[int, int, int]
+    if box_color == "region":
+        assert tag.color is not None
+        bg = tag.color
+    else:
+        bg = tuple(int(c) for c in box_color)  # type: ignore[assignment]
+    if text_color != "auto":
+        return bg, tuple(int(c) for c in text_color)  # type: ignore[return-value]
+    seen = box_alpha * luminance(bg) + (1 - box_alpha) * luminance(under)
+    return bg, (black if seen > LIGHT_BOX_LUMINANCE else white)
