@@ -2,8 +2,29 @@
 
 Every source returns a list of :class:`Region` (boolean mask, optional category name,
 source id, metadata), ready for :func:`somprobe.marks.tag_regions`.
+
+Example:
+    >>> import numpy as np
+    >>> regions = from_label_image(np.array([[0, 1], [2, 2]]))
+    >>> [r.source_id for r in regions]
+    [1, 2]
 """
 
+from somprobe.regions.arrays import from_label_image, from_masks
 from somprobe.regions.base import Region, as_region, mask_bbox, resize_regions
+from somprobe.regions.coco import from_coco, load_coco
+from somprobe.regions.sam import from_sam
+from somprobe.regions.superpixels import from_superpixels
 
-__all__ = ["Region", "as_region", "mask_bbox", "resize_regions"]
+__all__ = [
+    "Region",
+    "as_region",
+    "from_coco",
+    "from_label_image",
+    "from_masks",
+    "from_sam",
+    "from_superpixels",
+    "load_coco",
+    "mask_bbox",
+    "resize_regions",
+]
