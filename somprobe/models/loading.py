@@ -1,0 +1,112 @@
+"""Load any Hugging Face LLaVA checkpoint (real or tiny) with its processor.
+
+Example:
+    >>> from somprobe import load_model
+    >>> model, processor = load_model("llava-hf/llava-1.5-7b-hf", dtype="float16",
+    ...                               device_map="auto")  # needs the weights cached
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    PreTrainedModel,
+    ProcessorMixin,
+)
+
+from somprobe.errors import ModelLoadError, UnsupportedModelError
+
+SUPPORTED_MODEL_TYPES = ("llava",)
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
+    """Turn "bf16"/"float16"/... into a torch dtype; None and "auto" pass through."""
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or 'auto'")
+    return _DTYPES[dtype]
+
+
+def _hub_error(name: str, err: Exception) -> ModelLoadError:
+    local = Path(name).expanduser()
+    if local.exists():
+        return ModelLoadError(f"could not load a LLaVA model from {local}: {err}")
+    return ModelLoadError(
+        f"{name!r} is neither a local folder nor a checkpoint in the local Hugging Face cache, "
+        "and this run is offline (or the hub cannot be reached). Download it once on a "
+        f"machine with network, e.g. `hf download {name}` (or `huggingface-cli download "
+        f"{name}`), copy the cache (~/.cache/huggingface) here or pass the downloaded "
+        "folder's path instead. Original error: "
+        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    )
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: str | torch.dtype | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    attn_implementation: str = "sdpa",
+    **model_kwargs: Any,
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Load a LLaVA checkpoint and its processor, in eval mode.
+
+    Args:
+        name_or_path: a hub name (``llava-hf/llava-1.5-7b-hf``) found in the local cache, or
+            a folder (e.g. one written by :func:`somprobe.models.build_tiny_llava`).
+        dtype: "float32" / "float16" / "bfloat16" (or a torch dtype, or "auto");
+            None keeps the checkpoint's default (float32 for the tiny models).
+        device_map: passed to ``from_pretrained`` (e.g. "auto" to shard a 13B model
+            over the visible GPUs).
+        attn_implementation: "sdpa" (default; the Recorder keeps it), or "eager".
+        **model_kwargs: passed on to ``from_pretrained``.
+
+    Returns:
+        ``(model, processor)``: a ``LlavaForConditionalGeneration`` and its processor.
+
+    Raises:
+        ModelLoadError: the checkpoint cannot be found offline, or is broken.
+        UnsupportedModelError: the checkpoint is not a LLaVA model.
+    """
+    name = os.fspath(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise _hub_error(name, err) from err
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"{name!r} is a {model_type!r} model; somprobe supports {SUPPORTED_MODEL_TYPES} "
+            "(LlavaForConditionalGeneration checkpoints such as llava-hf/llava-1.5-7b-hf)"
+        )
+    try:
+        processor = AutoProcessor.from_pretrained(name)
+        model = AutoModelForImageTextToText.from_pretrained(
+            name,
+            dtype=resolve_dtype(dtype),
+            device_map=device_map,
+            attn_implementation=attn_implementation,
+            **model_kwargs,
+        )
+    except OSError as err:
+        raise _hub_error(name, err) from err
+    model.eval()
+    return model, processor

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny LLaVA models built once per test session, offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The "test" preset: 112 px, patch 14 (8×8 patches), 2 text layers, float32."""
+    from somprobe.models import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tiny_llava_path: Path):  # type: ignore[no-untyped-def]
+    from somprobe.models import load_model
+
+    return load_model(tiny_llava_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():  # type: ignore[no-untyped-def]
+    from somprobe.models import build_llama_like_tokenizer
+
+    return build_llama_like_tokenizer()
