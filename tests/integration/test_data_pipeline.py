@@ -1,0 +1,290 @@
+"""images + regions → tagged images + listing + QA → mixed file → read back, via the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from somprobe.data.cli import app
+from somprobe.data.llava_json import iter_records, make_record, validate_file, write_records
+from somprobe.data.runner import PAUSE_ENV
+from somprobe.data.survey import survey_file
+from somprobe.marks import tag_regions
+from somprobe.regions.coco import from_coco
+from somprobe.tagset_io import load_tagset, tagsets_equal
+
+pytestmark = pytest.mark.integration
+
+CATS = [(1, "person"), (2, "cat"), (3, "cup"), (4, "dog")]
+N_IMAGES = 6
+
+
+def make_coco(root: Path) -> tuple[Path, Path]:
+    """N_IMAGES random images with 2-4 rectangle annotations each, as a COCO file."""
+    rng = np.random.default_rng(0)
+    images_dir = root / "images_in"
+    images_dir.mkdir()
+    images, anns = [], []
+    for i in range(N_IMAGES):
+        w, h = 96, 80
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+            images_dir / f"{i:04d}.jpg", quality=95
+        )
+        images.append({"id": 100 + i, "file_name": f"{i:04d}.jpg", "width": w, "height": h})
+        for k in range(2 + i % 3):
+            x0, y0 = int(rng.integers(0, 50)), int(rng.integers(0, 40))
+            bw, bh = int(rng.integers(12, 40)), int(rng.integers(12, 35))
+            x1, y1 = min(w, x0 + bw), min(h, y0 + bh)
+            anns.append({
+                "id": 1000 * i + k, "image_id": 100 + i, "category_id": int(rng.integers(1, 5)),
+                "iscrowd": 0, "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+                "area": float((x1 - x0) * (y1 - y0)), "bbox": [x0, y0, x1 - x0, y1 - y0],
+            })  # fmt: skip
+    ann_path = root / "instances.json"
+    ann_path.write_text(json.dumps({
+        "images": images, "annotations": anns,
+        "categories": [{"id": c, "name": n} for c, n in CATS],
+    }))  # fmt: skip
+    return images_dir, ann_path
+
+
+def make_base(path: Path, n: int = 40) -> Path:
+    """A stand-in for LLaVA's instruction file: image and text-only records."""
+    recs = [
+        make_record(f"base{i}", f"coco/{i}.jpg" if i % 4 else None,
+                    [("Describe it.", "A photo." if i % 5 else "1. Mix flour.\n2. Bake.")])
+        for i in range(n)
+    ]  # fmt: skip
+    write_records(recs, path)
+    return path
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(app, [*map(str, args), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def run_pipeline(root: Path, images_dir: Path, ann: Path, base: Path, seed: int) -> Path:
+    out = root / "som"
+    cli("tag", images_dir, out, "--coco", ann)
+    cli("listing", out, root / "listing.json", "--seed", str(seed))
+    cli("qa", out, root / "qa.json", "--seed", str(seed), "--questions", "3")
+    cli("mix", root / "mixed.json", "--source", f"base={base}",
+        "--source", f"listing={root / 'listing.json'}:4", "--source", f"qa={root / 'qa.json'}",
+        "--image-prefix", "listing=som/", "--image-prefix", "qa=som/",
+        "--seed", str(seed), "--report", root / "report.csv")  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("coco")
+    images_dir, ann = make_coco(root)
+    return images_dir, ann, make_base(root / "base.json")
+
+
+def test_end_to_end(tmp_path: Path, coco: tuple[Path, Path, Path]) -> None:
+    images_dir, ann, base = coco
+    out = run_pipeline(tmp_path, images_dir, ann, base, seed=0)
+    keys = sorted(p.stem for p in (out / "tagsets").glob("*.json"))
+    assert keys == [f"{i:04d}" for i in range(N_IMAGES)]
+
+    # the tagged output equals tagging the same COCO regions directly
+    for i, key in enumerate(keys):
+        with Image.open(images_dir / f"{key}.jpg") as im:
+            direct = tag_regions(im.convert("RGB"), from_coco(ann, 100 + i))
+        saved = load_tagset(out / "tagsets" / f"{key}.json")
+        assert tagsets_equal(saved, direct.tagset)
+        with Image.open(out / "images" / f"{key}.png") as im:
+            assert np.array_equal(np.asarray(im), np.asarray(direct.image))
+
+    # listing lines match the TagSet exactly, tag by tag
+    listing = {r.id: r for r in iter_records(tmp_path / "listing.json")}
+    assert len(listing) == N_IMAGES
+    for key in keys:
+        ts = load_tagset(out / "tagsets" / f"{key}.json")
+        answer = listing[f"som_listing_{key}"].conversations[1].value
+        assert answer.split("\n") == [f"{t.id}. {t.category}" for t in ts.tags]
+        assert listing[f"som_listing_{key}"].image == f"images/{key}.png"
+
+    # QA answers agree with the TagSet (counts)
+    for rec in iter_records(tmp_path / "qa.json"):
+        ts = load_tagset(out / "tagsets" / f"{rec.id.removeprefix('som_qa_')}.json")
+        turns = rec.conversations
+        for q, a in zip(turns[0::2], turns[1::2], strict=True):
+            if "How many" in q.value or q.value.startswith("Count"):
+                cat = q.value.rstrip("?.").split(" ")[-1]
+                assert a.value == str(sum(t.category == cat for t in ts.tags))
+
+    # the mix reads back, validates (images exist under one root) and has the composition
+    root = tmp_path / "train_images"
+    (root / "coco").mkdir(parents=True)
+    for i in range(40):
+        (root / "coco" / f"{i}.jpg").write_bytes(b"")
+    (root / "som").symlink_to(out)
+    summary = validate_file(tmp_path / "mixed.json", image_root=root)
+    assert summary.records == 40 + 4 + N_IMAGES
+    mixed_ids = [r.id for r in iter_records(tmp_path / "mixed.json")]
+    assert sum(i.startswith("som_listing_") for i in mixed_ids) == 4
+    assert sum(i.startswith("som_qa_") for i in mixed_ids) == N_IMAGES
+    report = (tmp_path / "report.csv").read_text().splitlines()
+    assert report[0] == "source,path,available,requested,taken,share"
+    assert [r.split(",")[4] for r in report[1:]] == ["40", "4", str(N_IMAGES)]
+
+    # the survey sees the listing records as listing style
+    table = survey_file(tmp_path / "listing.json").set_index(["unit", "style"])
+    assert table.loc[("record", "item_listing"), "count"] == sum(
+        len(load_tagset(out / "tagsets" / f"{k}.json")) >= 2 for k in keys
+    )
+
+
+def test_same_seed_gives_identical_bytes(tmp_path: Path, coco: tuple[Path, Path, Path]) -> None:
+    images_dir, ann, base = coco
+    outs = []
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        (tmp_path / name).mkdir()
+        outs.append(run_pipeline(tmp_path / name, images_dir, ann, base, seed))
+    a, b, c = (tmp_path / n for n in "abc")
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) == 2 * N_IMAGES + 4  # images, tagsets, listing, qa, mix, report
+    for rel in files:
+        if rel.name != "report.csv":  # it names the input paths, which differ
+            assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    for name in ("listing.json", "qa.json", "mixed.json"):
+        assert (a / name).read_bytes() != (c / name).read_bytes(), name
+
+
+def test_shards_cover_the_full_run(tmp_path: Path, coco: tuple[Path, Path, Path]) -> None:
+    images_dir, ann, _ = coco
+    out = tmp_path / "som"
+    for i in range(3):  # three machines tag into one folder
+        cli("tag", images_dir, out, "--coco", ann, "--shard", f"{i}/3")
+    cli("listing", out, tmp_path / "full.json")
+    for i in range(2):
+        cli("listing", out, tmp_path / f"part{i}.json", "--shard", f"{i}/2")
+    full = {r.id: r for r in iter_records(tmp_path / "full.json")}
+    parts = [r for i in range(2) for r in iter_records(tmp_path / f"part{i}.json")]
+    assert len(parts) == len(full) == N_IMAGES
+    assert {r.id: r for r in parts} == full
+
+
+def _spawn(args: list[str], stderr: Path, pause: int | None) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop(PAUSE_ENV, None)
+    if pause is not None:
+        env[PAUSE_ENV] = str(pause)
+    with open(stderr, "w") as err:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "somprobe.data.cli", *args, "--no-progress"],
+            stdout=subprocess.DEVNULL, stderr=err, env=env,
+        )  # fmt: skip
+
+
+def _kill_when_paused(proc: subprocess.Popen, stderr: Path, timeout: float = 60) -> None:
+    start = time.monotonic()
+    while "paused after" not in stderr.read_text():
+        assert proc.poll() is None, stderr.read_text()
+        assert time.monotonic() - start < timeout, "the run never reached the pause point"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _temp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*") if p.is_file()]
+
+
+def test_killed_run_resumes_to_the_same_result(
+    tmp_path: Path, coco: tuple[Path, Path, Path]
+) -> None:
+    images_dir, ann, _ = coco
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    for d in (ref, run):
+        d.mkdir()
+    # uninterrupted reference
+    for args in (["tag", images_dir, ref / "som", "--coco", ann],
+                 ["listing", ref / "som", ref / "listing.json", "--seed", "3"]):  # fmt: skip
+        p = _spawn([str(a) for a in args], tmp_path / "ref.err", None)
+        assert p.wait() == 0, (tmp_path / "ref.err").read_text()
+
+    # tag: killed after 2 images, then resumed
+    args = [str(a) for a in ["tag", images_dir, run / "som", "--coco", ann]]
+    _kill_when_paused(_spawn(args, tmp_path / "t1.err", 2), tmp_path / "t1.err")
+    assert len(list((run / "som" / "tagsets").glob("*.json"))) == 2
+    assert _temp_files(run) == []
+    p = _spawn(args, tmp_path / "t2.err", None)
+    assert p.wait() == 0, (tmp_path / "t2.err").read_text()
+
+    # listing: killed after 3 images; no output file, only the journal; then resumed
+    args = [str(a) for a in ["listing", run / "som", run / "listing.json", "--seed", "3"]]
+    _kill_when_paused(_spawn(args, tmp_path / "l1.err", 3), tmp_path / "l1.err")
+    assert not (run / "listing.json").exists()
+    journal = run / "listing.json.partial.jsonl"
+    assert len(journal.read_text().splitlines()) == 1 + 3
+    assert _temp_files(run) == []
+    p = _spawn(args, tmp_path / "l2.err", None)
+    assert p.wait() == 0, (tmp_path / "l2.err").read_text()
+    assert not journal.exists()
+
+    files = sorted(x.relative_to(ref) for x in ref.rglob("*") if x.is_file())
+    assert files == sorted(x.relative_to(run) for x in run.rglob("*") if x.is_file())
+    for rel in files:
+        assert (ref / rel).read_bytes() == (run / rel).read_bytes(), rel
+
+
+def test_resume_with_other_settings_is_refused(
+    tmp_path: Path, coco: tuple[Path, Path, Path]
+) -> None:
+    images_dir, ann, _ = coco
+    out = tmp_path / "som"
+    cli("tag", images_dir, out, "--coco", ann, "--limit", "2")
+    args = [str(a) for a in ["listing", out, tmp_path / "l.json", "--seed", "1"]]
+    _kill_when_paused(_spawn(args, tmp_path / "e", 1), tmp_path / "e")
+    result = CliRunner().invoke(app, ["listing", str(out), str(tmp_path / "l.json"), "--seed", "2"])
+    assert result.exit_code == 2
+    assert "rerun with the same options" in result.output
+
+
+def test_bad_inputs_give_clear_errors(tmp_path: Path, coco: tuple[Path, Path, Path]) -> None:
+    images_dir, ann, base = coco
+
+    def fails(*args: object) -> str:
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == 2, result.output
+        return result.output
+
+    assert "run `somprobe data tag`" in fails("listing", tmp_path, tmp_path / "x.json")
+    # an image named in the annotations is missing
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "0000.jpg").write_bytes((images_dir / "0000.jpg").read_bytes())
+    assert "0001.jpg" in fails("tag", partial, tmp_path / "o", "--coco", ann)
+    assert "exactly one region source" in fails("tag", images_dir, tmp_path / "o")
+    # malformed JSON and duplicate ids in a mix source
+    bad = tmp_path / "bad.json"
+    bad.write_text(base.read_text()[:-40])
+    assert "not valid JSON" in fails("mix", tmp_path / "m.json", "--source", f"b={bad}")
+    assert "base0" in fails("mix", tmp_path / "m.json", "--source", f"a={base}",
+                            "--source", f"b={base}")  # fmt: skip
+    assert not (tmp_path / "m.json").exists()
+    # a record without <image>, and a missing image file
+    rec = json.loads(base.read_text())
+    rec[1]["conversations"][0]["value"] = "Describe it."
+    (tmp_path / "noimg.json").write_text(json.dumps(rec))
+    out = fails("validate", tmp_path / "noimg.json")
+    assert "record id='base1'" in out and "conversations[0].value" in out
+    out = fails("validate", base, "--image-root", tmp_path)
+    assert "record id='base1'" in out and "field 'image'" in out
+    assert "--shard" in fails("listing", tmp_path, tmp_path / "x.json", "--shard", "2/2")
