@@ -290,4 +290,7 @@ def validate(
     typer.echo(f"{file}: {s.records} valid records ({s.with_image} with images, {s.turns} turns)")
 
 
+if __name__ == "__main__":
+    app()
+
 __all__ = ["app"]
