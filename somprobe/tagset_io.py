@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,10 @@ def decode_mask(rle: Any, where: str = "mask") -> Bool[np.ndarray, "height width
             obj = mask_utils.frPyObjects({"size": size, "counts": counts}, *size)
         else:
             obj = {"size": size, "counts": counts}
-        return np.ascontiguousarray(mask_utils.decode(obj).astype(bool))
+        with warnings.catch_warnings():  # numpy-2 copy-keyword notice inside pycocotools
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = mask_utils.decode(obj)
+        return np.ascontiguousarray(decoded.astype(bool))
     except (KeyError, TypeError, ValueError, UnicodeEncodeError) as err:
         raise DataFormatError(
             f"{where} is not a COCO RLE dict with 'size' [h, w] and 'counts' ({err})"

@@ -17,6 +17,7 @@ Example (a real checkpoint; not run in tests):
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,10 @@ def _decode_rle(rle: dict[str, Any]) -> np.ndarray:
     h, w = (int(v) for v in rle["size"])
     counts = [int(c) for c in rle["counts"]]
     obj = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-    return np.ascontiguousarray(mask_utils.decode(obj).astype(bool))
+    with warnings.catch_warnings():  # numpy-2 copy-keyword notice inside pycocotools
+        warnings.simplefilter("ignore", DeprecationWarning)
+        decoded = mask_utils.decode(obj)
+    return np.ascontiguousarray(decoded.astype(bool))
 
 
 def _load(model: Any, processor: Any) -> tuple[Any, Any]:
