@@ -228,7 +228,7 @@ def region_maps(
     """Coverage maps of one tag's parts, through ``to_patches`` (a layout's mask→patches).
 
     Example:
-        >>> maps = region_maps(tagset, 3, lambda m: layout.mask_to_patches(m, batch=0))
+        >>> maps = region_maps(tagset, 3, lambda m: layout.mask_to_patches(m, 0))
         ... # doctest: +SKIP
     """
     masks = region_pixel_masks(tagset, tag_id)
@@ -391,25 +391,35 @@ def sink_patches(
 
 
 class TraceLike(Protocol):
-    """What :func:`score_alignment` needs from a capture trace."""
+    """What :func:`score_alignment` needs from a capture trace.
+
+    ``key_positions`` may raise :class:`~somprobe.errors.CaptureError` when the trace has
+    ``key_mode == "all"``: column ``i`` is then position ``i``.
+    """
 
     layers: list[int]
 
     def attention(self, batch: int, position: int) -> Any: ...  # (layer, head, key)
 
-    def key_positions(self, batch: int) -> list[int]: ...
+    def key_positions(self, batch: int) -> Any: ...  # absolute positions of the key columns
 
 
 class LayoutLike(Protocol):
-    """What :func:`score_alignment` needs from an image-token layout."""
+    """What :func:`score_alignment` needs from an image-token layout.
 
-    def image_token_positions(self, batch: int) -> list[int]: ...
+    The index argument is the image; a layout that also has ``images_in(batch)`` (images
+    of a sequence) and ``patch_positions(image)`` (the grid's tokens, without a CLS
+    token) is used through them, otherwise image ``i`` is taken to be sequence ``i``
+    and every image token to be a patch.
+    """
 
-    def grid(self, batch: int) -> tuple[int, int]: ...
+    def image_token_positions(self, image: int) -> Any: ...
 
-    def image_size(self, batch: int) -> tuple[int, int]: ...
+    def grid(self, image: int) -> tuple[int, int]: ...
 
-    def mask_to_patches(self, mask: Any, batch: int = 0) -> Any: ...
+    def image_size(self, image: int) -> tuple[int, int]: ...
+
+    def mask_to_patches(self, mask: Any, image: int = 0) -> Any: ...
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -433,15 +443,43 @@ def _tagset_for(tagset: TagSet | Sequence[TagSet] | Mapping[int, TagSet], batch:
     return found
 
 
-def _image_columns(trace: TraceLike, layout: LayoutLike, batch: int) -> tuple[np.ndarray, int, int]:
-    rows, cols = (int(v) for v in layout.grid(batch))
-    image_pos = [int(p) for p in layout.image_token_positions(batch)]
+def _image_of(layout: LayoutLike, batch: int) -> int:
+    """The layout's image index for sequence ``batch`` (one image per sequence)."""
+    images_in = getattr(layout, "images_in", None)
+    if images_in is None:
+        return batch
+    images = list(images_in(batch))
+    if len(images) != 1:
+        raise LayoutError(
+            f"sequence {batch} holds {len(images)} images; tag scoring needs exactly one "
+            "image per sequence"
+        )
+    return int(images[0])
+
+
+def _patch_positions(layout: LayoutLike, image: int) -> list[int]:
+    getter = getattr(layout, "patch_positions", None) or layout.image_token_positions
+    return [int(p) for p in getter(image)]
+
+
+def _image_columns(
+    trace: TraceLike, layout: LayoutLike, batch: int, image: int
+) -> tuple[np.ndarray, int, int]:
+    rows, cols = (int(v) for v in layout.grid(image))
+    image_pos = _patch_positions(layout, image)
     if len(image_pos) != rows * cols:
         raise LayoutError(
             f"batch {batch}: the layout has {len(image_pos)} image tokens but a "
             f"{rows}×{cols} patch grid; they must match"
         )
-    key_index = {int(p): i for i, p in enumerate(trace.key_positions(batch))}
+    try:
+        keys = trace.key_positions(batch)
+    except CaptureError:
+        if getattr(trace, "key_mode", None) != "all":
+            raise
+        # every key captured: column i is position i
+        return np.array(image_pos, dtype=np.int64), rows, cols
+    key_index = {int(p): i for i, p in enumerate(keys)}
     missing = [p for p in image_pos if p not in key_index]
     if missing:
         raise CaptureError(
@@ -541,13 +579,14 @@ def score_alignment(
     blocks: list[pd.DataFrame] = []
     for batch in sorted(batches.unique()):
         ts = _tagset_for(tagset, int(batch))
-        size = tuple(int(v) for v in layout.image_size(int(batch)))
+        image = _image_of(layout, int(batch))
+        size = tuple(int(v) for v in layout.image_size(image))
         if tuple(ts.image_size) != size:
             raise TagMentionError(
                 f"the TagSet is for a {ts.image_size[0]}×{ts.image_size[1]} image but batch "
                 f"{batch}'s image is {size[0]}×{size[1]}; use the TagSet made for this image"
             )
-        columns, n_rows, n_cols = _image_columns(trace, layout, int(batch))
+        columns, n_rows, n_cols = _image_columns(trace, layout, int(batch), image)
         idx = m.index[batches == batch]
         rows_att = [
             _query_rows(
@@ -564,8 +603,8 @@ def score_alignment(
                                  sink_factor)  # fmt: skip
         cache: dict[int, RegionMaps] = {}
 
-        def to_patches(mask: np.ndarray, _b: int = int(batch)) -> np.ndarray:
-            return _to_numpy(layout.mask_to_patches(mask, batch=_b))
+        def to_patches(mask: np.ndarray, _image: int = image) -> np.ndarray:
+            return _to_numpy(layout.mask_to_patches(mask, _image))
 
         for i, att in zip(idx, rows_att, strict=True):
             tag_id = int(m.at[i, "tag_id"])

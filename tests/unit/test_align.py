@@ -456,6 +456,52 @@ def test_errors_outside_trace_and_wrong_image_size() -> None:
                         sinks=np.ones((2, 2), bool))  # fmt: skip
 
 
+class ImageIndexedLayout(FakeLayout):
+    """Like the package's ImageLayout: indexed by image, a CLS token before the patches."""
+
+    def __init__(self, images_per_sequence: dict[int, list[int]]) -> None:
+        super().__init__(first=4)
+        self.per_seq = images_per_sequence
+
+    def images_in(self, batch: int) -> list[int]:
+        return self.per_seq[batch]
+
+    def patch_positions(self, image: int) -> np.ndarray:
+        return np.arange(4, 20)
+
+    def image_token_positions(self, image: int) -> np.ndarray:
+        return np.arange(3, 20)  # CLS at 3
+
+    def mask_to_patches(self, mask, image: int = 0) -> np.ndarray:  # type: ignore[override]
+        return super().mask_to_patches(mask)
+
+
+class AllKeysTrace(FakeTrace):
+    key_mode = "all"
+
+    def key_positions(self, batch: int) -> list[int]:
+        raise CaptureError("key_mode='all' has one column per position")
+
+
+def test_image_indexed_layout_and_all_keys_trace() -> None:
+    img = np.zeros((4, 4))
+    img[0, 1] = 1.0
+    full = np.zeros((2, 3, 25))
+    full[..., 4:20] = img.reshape(-1)
+    trace = AllKeysTrace({(1, 24): torch.tensor(full)}, layers=[0, 1], keys=[])
+    layout = ImageIndexedLayout({0: [], 1: [0]})
+    df = score_alignment(trace, layout, _tagset(), _mentions([(1, 1, (24,))]))
+    np.testing.assert_allclose(df["share_object"], 1.0)
+    assert (df["batch"] == 1).all()
+    with pytest.raises(LayoutError, match="holds 2 images"):
+        score_alignment(trace, ImageIndexedLayout({1: [0, 1]}), _tagset(),
+                        _mentions([(1, 1, (24,))]))  # fmt: skip
+    with pytest.raises(CaptureError, match="key_mode"):
+        plain = FakeTrace({}, layers=[0], keys=[])
+        plain.key_positions = AllKeysTrace.key_positions.__get__(plain)  # type: ignore[method-assign]
+        score_alignment(plain, FakeLayout(), _tagset(), _mentions([(0, 1, (24,))]))
+
+
 def test_no_mentions_gives_empty_table_with_columns() -> None:
     trace = FakeTrace({}, layers=[0], keys=KEYS)
     df = score_alignment(trace, FakeLayout(), _tagset(), _mentions([]))
