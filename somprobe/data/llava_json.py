@@ -239,7 +239,8 @@ class _ArrayReader:
         self.path = path
         self.buf = ""
         self.pos = 0
-        self.line = 1  # line number at self.pos
+        self.line = 1  # line number at self.counted
+        self.counted = 0  # position in buf up to which newlines are counted
         self.eof = False
         self.decoder = json.JSONDecoder()
 
@@ -251,9 +252,9 @@ class _ArrayReader:
             self.eof = True
             return False
         if self.pos > 0:
-            self.line += self.buf.count("\n", 0, self.pos)
+            self._line_at_pos()  # count the lines of the part dropped
             self.buf = self.buf[self.pos :]
-            self.pos = 0
+            self.counted = self.pos = 0
         self.buf += chunk
         return True
 
@@ -269,7 +270,11 @@ class _ArrayReader:
                 return ""
 
     def _line_at_pos(self) -> int:
-        return self.line + self.buf.count("\n", 0, self.pos)
+        """Line number at ``self.pos``; counts only the text not counted before."""
+        if self.pos > self.counted:
+            self.line += self.buf.count("\n", self.counted, self.pos)
+            self.counted = self.pos
+        return self.line
 
     def _fail(self, what: str) -> DataFormatError:
         return DataFormatError(f"{self.path}: {what} (line {self._line_at_pos()})")

@@ -5,8 +5,9 @@ Each source contributes ``size`` records drawn without replacement (all of them 
 whatever the input sizes: the files are streamed twice (count, then select), selected
 records go to temporary bucket files at random, and each bucket is shuffled in memory
 and appended to the output (an exact uniform shuffle, as each record's bucket and its
-place within the bucket are both uniform). Held in memory: one bucket of records plus
-the set of ids (to refuse duplicates).
+place within the bucket are both uniform). Held in memory: one bucket (at most about
+``bucket_records`` records or ``bucket_bytes`` of text) plus the set of ids (to refuse
+duplicates).
 
 Example:
     >>> report = mix_files(  # doctest: +SKIP
@@ -89,6 +90,7 @@ def mix_files(
     seed: int = 0,
     shuffle: bool = True,
     bucket_records: int = 50_000,
+    bucket_bytes: int = 32 << 20,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Write the mix of ``sources`` to ``out_path`` and return its composition.
@@ -107,12 +109,15 @@ def mix_files(
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise InputError(f"source names must be unique, got {names}")
-    if bucket_records < 1:
-        raise InputError(f"bucket_records={bucket_records} must be at least 1")
+    if bucket_records < 1 or bucket_bytes < 1:
+        raise InputError(
+            f"bucket_records={bucket_records} and bucket_bytes={bucket_bytes} must be ≥ 1"
+        )
     out_path = Path(out_path)
     rng = np.random.default_rng(seed)
     rows: list[dict[str, object]] = []
     takes: list[np.ndarray] = []
+    est_bytes = 0.0
     for src in sources:
         available = _count(Path(src.path))
         requested = available if src.size is None else int(src.size)
@@ -127,6 +132,7 @@ def mix_files(
         else:
             take[rng.choice(available, size=requested, replace=False)] = True
         takes.append(take)
+        est_bytes += Path(src.path).stat().st_size * (requested / available if available else 0)
         rows.append(
             {"source": src.name, "path": str(src.path), "available": available,
              "requested": requested, "taken": requested}
@@ -149,7 +155,9 @@ def mix_files(
                     emit(line)
                     bar.update(1)
         else:
-            n_buckets = max(1, math.ceil(total / bucket_records))
+            n_buckets = max(
+                1, math.ceil(total / bucket_records), math.ceil(est_bytes / bucket_bytes)
+            )
             with tempfile.TemporaryDirectory(prefix=".mix-", dir=out_path.parent) as tmp:
                 with ExitStack() as stack:
                     buckets = [
@@ -164,12 +172,12 @@ def mix_files(
                             buckets[dest[k]].write(line + "\n")
                 seen.clear()
                 for b in range(n_buckets):
-                    # split on "\n" only: JSON escapes it, but not U+2028 and friends,
-                    # which str.splitlines would also split on
-                    with open(Path(tmp) / f"{b}.jsonl", encoding="utf-8", newline="") as fh:
-                        lines = fh.read().split("\n")[:-1]
+                    # binary readlines splits on b"\n" only (JSON escapes newlines, but
+                    # not U+2028, which str.splitlines would split on)
+                    with open(Path(tmp) / f"{b}.jsonl", "rb") as fh:
+                        lines = fh.readlines()
                     for i in rng.permutation(len(lines)):
-                        emit(lines[i])
+                        emit(lines[i].decode("utf-8").rstrip("\n"))
                     bar.update(len(lines))
                     del lines
         out.write("]\n" if first else "\n]\n")
