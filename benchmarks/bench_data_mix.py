@@ -33,7 +33,6 @@ _TEXT = (
     "the a cat dog person table red blue small large image shows on in with near left right "
     "of and is are two three wooden metal sitting standing holding looking street room"
 )
-)
 
 
 def generate(path: Path, n: int, prefix: str, seed: int) -> None:
