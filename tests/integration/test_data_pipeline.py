@@ -288,3 +288,47 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path, coco: tuple[Path, Path, Pa
     out = fails("validate", base, "--image-root", tmp_path)
     assert "record id='base1'" in out and "field 'image'" in out
     assert "--shard" in fails("listing", tmp_path, tmp_path / "x.json", "--shard", "2/2")
+
+
+def test_mask_folder_superpixels_resize_and_describer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(1)
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "masks").mkdir()
+    palette = np.array([[20, 20, 20], [220, 40, 40], [40, 200, 40], [40, 40, 220]], np.uint8)
+    for i in range(2):
+        lab = np.zeros((40, 60), np.uint8)
+        lab[2:20, 2:30], lab[22:38, 5:25], lab[5:35, 35:58] = 1, 2, 3
+        noise = rng.integers(0, 10, (40, 60, 3), dtype=np.uint8)
+        Image.fromarray(palette[lab] + noise).save(tmp_path / "imgs" / f"m{i}.png")
+        Image.fromarray(lab).save(tmp_path / "masks" / f"m{i}.png")
+        (tmp_path / "masks" / f"m{i}.json").write_text('{"1": "cat", "2": "dog", "3": "cat"}')
+    out = tmp_path / "som"
+    cli("tag", tmp_path / "imgs", out, "--masks", tmp_path / "masks", "--short-side", "80")
+    ts = load_tagset(out / "tagsets" / "m0.json")
+    assert ts.image_size == (120, 80)  # resized: shorter side 40 → 80
+    assert sorted(t.area for t in ts.tags) == [4 * 16 * 20, 4 * 18 * 28, 4 * 23 * 30]
+    assert [t.category for t in ts.tags] == ["dog", "cat", "cat"]  # smallest first
+
+    # a user's describer, loaded by name
+    (tmp_path / "my_describer.py").write_text(
+        "def describe(tag, image=None):\n"
+        "    return f'{tag.category} of {tag.area} px in a {image.width}px-wide image'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cli("listing", out, tmp_path / "l.json", "--describer", "my_describer:describe")
+    answer = read_first_answer(tmp_path / "l.json")
+    assert answer.split("\n") == [
+        f"{t.id}. {t.category} of {t.area} px in a 120px-wide image" for t in ts.tags
+    ]
+
+    # no annotations at all: superpixel regions, no categories, so listing needs a describer
+    cli("tag", tmp_path / "imgs", tmp_path / "sp", "--superpixels", "slic")
+    assert len(load_tagset(tmp_path / "sp" / "tagsets" / "m1.json")) > 3
+    result = CliRunner().invoke(app, ["listing", str(tmp_path / "sp"), str(tmp_path / "x.json")])
+    assert result.exit_code == 2 and "has no category" in result.output
+
+
+def read_first_answer(path: Path) -> str:
+    return next(iter_records(path)).conversations[1].value
