@@ -222,8 +222,7 @@ def _pieces_prefix(
         lcp = emitted
         while lcp < limit and text[lcp] == full[lcp]:
             lcp += 1
-        # the common prefix can only be trusted up to what this prefix decodes to
-        if lcp > emitted:
+        if lcp > emitted:  # characters this token completed (a partial one waits)
             pieces.append((full[emitted:lcp], group_start, i))
             emitted, group_start = lcp, i + 1
     return pieces
