@@ -161,7 +161,8 @@ def mark_position(mask: np.ndarray) -> tuple[int, int]:
     if bbox is None:
         raise InputError("cannot place a mark on an empty mask")
     x0, y0, x1, y1 = bbox
-    padded = np.pad(mask[y0:y1, x0:x1], 1)
+    padded = np.zeros((y1 - y0 + 2, x1 - x0 + 2), dtype=bool)
+    padded[1:-1, 1:-1] = mask[y0:y1, x0:x1]
     dist = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
     ties = np.flatnonzero(dist == dist.max())
     row, col = divmod(int(ties[len(ties) // 2]), x1 - x0)

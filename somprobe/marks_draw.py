@@ -99,10 +99,10 @@ def label_layout(
 ) -> tuple[Box, tuple[int, int]]:
     """The label box ``(x0, y0, x1, y1)`` and the text origin for drawing ``label``."""
     width, height = image_size
-    left, top, right, bottom = (int(v) for v in font.getbbox(label))
-    _, ref_top, _, ref_bottom = (int(v) for v in font.getbbox("0"))
-    top, bottom = min(top, ref_top), max(bottom, ref_bottom)
     size = getattr(font, "size", 10)
+    left, top, right, bottom = _ink_box(font, label)
+    _, ref_top, _, ref_bottom = _ink_box(font, "0")
+    top, bottom = min(top, ref_top), max(bottom, ref_bottom)
     pad = max(1, round(0.2 * float(size)))
     box_w = right - left + 2 * pad
     box_h = bottom - top + 2 * pad
@@ -112,6 +112,12 @@ def label_layout(
     y0 = 0 if box_h >= height else min(max(0, y0), height - box_h)
     box = (x0, y0, min(x0 + box_w, width), min(y0 + box_h, height))
     return box, (x0 + pad - left, y0 + pad - top)
+
+
+@lru_cache(maxsize=4096)
+def _ink_box(font: Font, text: str) -> tuple[int, int, int, int]:
+    left, top, right, bottom = font.getbbox(text)
+    return int(left), int(top), int(right), int(bottom)
 
 
 def blend_box(

@@ -1,0 +1,113 @@
+"""Speed of Set-of-Mark tagging against the unavoidable I/O of one image.
+
+Tags a 640×480 photo (scikit-image's coffee, resized) with 20 regions and compares, in
+one run with interleaved repetitions, the median time of:
+
+* ``io``: decoding the JPEG and encoding the result again (quality 90), the I/O every
+  tagging job pays anyway;
+* ``tag``: ``tag_regions`` alone, SoM-LLaVA defaults (numbers, mark only);
+* ``tag+io``: decode, tag, encode: the whole per-image job;
+* ``tag mask``: ``tag_regions`` with letters, fill, outline and marks;
+* ``edt only``: just the exact mark placement (``mark_position``, scipy's
+  ``distance_transform_edt`` on each remaining mask's box), to show where the time goes.
+
+Two region sets: 20 disjoint SLIC superpixels, and 20 overlapping ellipses (so overlap
+removal and skipping do real work). Prints one table of medians and ratios to ``io``.
+
+Run: ``python benchmarks/bench_tagging.py [--reps 30]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+from skimage import data, draw, segmentation
+
+from somprobe.marks import mark_position, tag_regions
+from somprobe.regions import Region, from_label_image
+
+W, H, N = 640, 480, 20
+
+
+def photo_jpeg() -> bytes:
+    image = Image.fromarray(data.coffee()).resize((W, H), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def superpixel_regions(pixels: np.ndarray) -> list[Region]:
+    for n_segments in range(N, 3 * N):
+        labels = segmentation.slic(pixels, n_segments=n_segments, start_label=1)
+        regions = from_label_image(labels, background=None)
+        if len(regions) >= N:
+            return regions[:N]
+    raise RuntimeError("SLIC did not give 20 segments")
+
+
+def ellipse_regions(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    masks = []
+    for _ in range(N):
+        m = np.zeros((H, W), dtype=bool)
+        r, c = rng.integers(0, H), rng.integers(0, W)
+        rr, cc = draw.ellipse(r, c, rng.integers(10, 150), rng.integers(10, 200), shape=(H, W))
+        m[rr, cc] = True
+        masks.append(m)
+    return masks
+
+
+def decode(jpeg: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(jpeg))
+    image.load()
+    return image
+
+
+def encode(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def main(reps: int) -> None:
+    jpeg = photo_jpeg()
+    pixels = np.asarray(decode(jpeg))
+    region_sets = {"superpixels": superpixel_regions(pixels), "ellipses": ellipse_regions()}
+    cases: dict[str, Callable[[], object]] = {"io": lambda: encode(decode(jpeg))}
+    for name, regions in region_sets.items():
+        cases[f"tag ({name})"] = lambda r=regions: tag_regions(pixels, r)
+        cases[f"tag+io ({name})"] = lambda r=regions: encode(tag_regions(decode(jpeg), r).image)
+        cases[f"tag mask ({name})"] = lambda r=regions: tag_regions(
+            pixels, r, label_mode="letter", draw=("fill", "outline", "mark")
+        )
+    for name, regions in region_sets.items():
+        remaining = [t.mask for t in tag_regions(pixels, regions).tagset]
+        cases[f"edt only ({name})"] = lambda ms=remaining: [mark_position(m) for m in ms]
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for fn in cases.values():  # warm up: fonts, imports, caches
+        fn()
+    for _ in range(reps):
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["io"])
+    print(f"640×480 photo, {N} regions, {reps} interleaved repetitions, medians")
+    print(f"{'case':<26} {'median ms':>10} {'ratio to io':>12}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:<26} {med * 1e3:>10.2f} {med / base:>12.2f}")
+    tags = {k: len(tag_regions(pixels, r).tagset) for k, r in region_sets.items()}
+    print(f"tags drawn: {tags}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=30)
+    main(parser.parse_args().reps)
