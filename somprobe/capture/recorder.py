@@ -1,0 +1,382 @@
+"""The native capture backend: attention rows and hidden states with SDPA kept on.
+
+Inside ``with Recorder(model, ...)`` the text model's attention runs through a custom
+attention function (registered with ``AttentionInterface`` *and*
+``AttentionMaskInterface``, so the model still builds its SDPA mask). It computes the
+output with the ordinary SDPA kernel and, only for the query rows asked for, recomputes
+``softmax(q·kᵀ·scale + mask)`` in float32 and keeps the key columns asked for (the image
+tokens by default). Memory is O(rows × heads × keys) per layer instead of O(T²).
+
+Which query tokens are captured (``queries=``):
+
+* explicit positions: a list (every sequence) or ``{batch: [positions]}`` — typical for
+  a teacher-forced forward pass;
+* ``"generated"``: every generated token;
+* a predicate on token ids (e.g. :func:`digit_token_filter`): generated tokens for which
+  it is true, decided step by step during ``generate`` with the KV cache.
+
+A generated token is captured as a *query*: the row is the attention of the forward pass
+that reads that token (the pass after the one that produced it). ``generate`` never
+feeds its last token back, so the last generated token has no row; teacher forcing
+(:func:`somprobe.capture.teacher_force`) covers whole answers.
+
+Example:
+    >>> with Recorder(model, queries=digit_token_filter(processor.tokenizer)) as rec:
+    ...     out = model.generate(**inputs, max_new_tokens=32, do_sample=False)
+    >>> rec.trace.queries.head()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from somprobe.capture.adapters import adapter_for
+from somprobe.capture.trace import QueryRecord, Trace
+from somprobe.errors import CaptureError
+
+ATTENTION_NAME = "somprobe_recorder"
+
+QuerySpec = Sequence[int] | Mapping[int, Sequence[int]] | str | Callable[[int], bool]
+
+
+def _recording_attention(
+    module: torch.nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    **kwargs: Any,
+) -> tuple[Tensor, None]:
+    output, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    recorder = getattr(module, "_somprobe_recorder", None)
+    if recorder is not None:
+        recorder._record_attention(module, query, key, attention_mask, kwargs.get("scaling"))
+    return output, None
+
+
+AttentionInterface.register(ATTENTION_NAME, _recording_attention)
+AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+
+
+def digit_token_filter(tokenizer: Any) -> Callable[[int], bool]:
+    """A predicate that is true for token ids whose text contains a digit."""
+    vocab = tokenizer.get_vocab()
+    digit_ids = frozenset(i for t, i in vocab.items() if any(ch.isdigit() for ch in t))
+
+    def is_digit(token_id: int) -> bool:
+        return token_id in digit_ids
+
+    is_digit.token_ids = digit_ids  # type: ignore[attr-defined]
+    return is_digit
+
+
+def _normalise(indices: Iterable[int] | None, size: int, what: str) -> list[int]:
+    if indices is None:
+        return list(range(size))
+    out = []
+    for i in indices:
+        j = int(i) + size if int(i) < 0 else int(i)
+        if not 0 <= j < size:
+            raise CaptureError(
+                f"{what} {i} does not exist: the model has {size} ({what}s 0..{size - 1})"
+            )
+        out.append(j)
+    if len(set(out)) != len(out):
+        raise CaptureError(f"{what}s {list(indices)} repeat an index")
+    return sorted(out)
+
+
+class Recorder:
+    """Record attention rows and hidden states of a HF LLaVA model. See module docstring.
+
+    Args:
+        model: a ``LlavaForConditionalGeneration``.
+        queries: which query tokens (positions, ``"generated"``, or a token-id predicate).
+        layers: decoder layers to capture (default all; negative indices count from the end).
+        heads: attention heads to keep (default all).
+        keys: ``"image"`` (the image-token columns, found in the prompt) or ``"all"``.
+        attention: capture attention rows.
+        hidden_states: capture the residual stream after each captured layer.
+        include_prompt: with a predicate, also test prompt tokens (default: generated only).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        queries: QuerySpec = "generated",
+        layers: Iterable[int] | None = None,
+        heads: Iterable[int] | None = None,
+        keys: str = "image",
+        attention: bool = True,
+        hidden_states: bool = True,
+        include_prompt: bool = False,
+    ) -> None:
+        self.adapter = adapter_for(model)
+        self.model = model
+        self.layers = _normalise(layers, self.adapter.num_layers, "layer")
+        self.heads = _normalise(heads, self.adapter.num_heads, "head")
+        if keys not in ("image", "all"):
+            raise CaptureError(f"keys must be 'image' or 'all', got {keys!r}")
+        if not (attention or hidden_states):
+            raise CaptureError("nothing to capture: attention and hidden_states are both off")
+        self.keys = keys
+        self.capture_attention = attention
+        self.capture_hidden = hidden_states
+        self.include_prompt = include_prompt
+        self._positions: dict[int | None, set[int]] | None = None
+        self._predicate: Callable[[int], bool] | None = None
+        self._generated = False
+        if isinstance(queries, str):
+            if queries != "generated":
+                raise CaptureError(
+                    f"queries must be 'generated', positions or a predicate; got {queries!r}"
+                )
+            self._generated = True
+        elif callable(queries):
+            self._predicate = queries
+        elif isinstance(queries, Mapping):
+            self._positions = {int(b): {int(p) for p in ps} for b, ps in queries.items()}
+        else:
+            self._positions = {None: {int(p) for p in queries}}
+        self.trace = Trace(layers=self.layers, heads=self.heads, key_mode=keys, backend="native")
+        self._handles: list[Any] = []
+        self._saved_impl: Any = None
+        self._entered = False
+        self._reset_pass_state()
+        self._seen_positions: dict[int, int] = {}
+
+    # -- context management ------------------------------------------------------------------
+    def __enter__(self) -> Recorder:
+        if self._entered:
+            raise CaptureError("a Recorder can be entered once; make a new one for each run")
+        self._entered = True
+        config = self.adapter.text_config
+        self._saved_impl = config._attn_implementation
+        if self._saved_impl not in ("sdpa", ATTENTION_NAME, None):
+            # eager / flash models are switched to SDPA for the output while recording
+            pass
+        config._attn_implementation = ATTENTION_NAME
+        try:
+            self._handles.append(
+                self.adapter.embeddings.register_forward_pre_hook(self._on_embeddings)
+            )
+            self._handles.append(
+                self.adapter.language_model.register_forward_pre_hook(
+                    self._on_language_model, with_kwargs=True
+                )
+            )
+            for layer in self.layers:
+                self.adapter.attention(layer)._somprobe_recorder = self  # type: ignore[assignment]
+                if self.capture_hidden:
+                    hook = self._make_hidden_hook(layer)
+                    self._handles.append(self.adapter.layers[layer].register_forward_hook(hook))
+        except Exception:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._restore()
+        if exc_type is None:
+            self._finish()
+
+    def _restore(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for layer in range(self.adapter.num_layers):
+            module = self.adapter.attention(layer)
+            if getattr(module, "_somprobe_recorder", None) is self:
+                del module._somprobe_recorder
+        if self._saved_impl is not None:
+            self.adapter.text_config._attn_implementation = self._saved_impl
+
+    # -- per forward pass ----------------------------------------------------------------------
+    def _reset_pass_state(self) -> None:
+        self._pass_ids: Tensor | None = None
+        self._rows: list[tuple[int, int, int]] = []  # (batch, query index, position)
+        self._offset = 0
+        self._step = -1
+        self._key_index: dict[int, Tensor] = {}
+        self._buffer: dict[tuple[int, int], dict[str, dict[int, Tensor]]] = {}
+
+    def _on_embeddings(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        self._pass_ids = args[0] if args and isinstance(args[0], Tensor) else None
+
+    def _on_language_model(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is None:
+            raise CaptureError(
+                "the Recorder needs the language model to be called with inputs_embeds"
+            )
+        batch, q_len = embeds.shape[:2]
+        cache = kwargs.get("past_key_values")
+        offset = int(cache.get_seq_length()) if cache is not None else 0
+        ids = self._pass_ids
+        self._pass_ids = None
+        if ids is not None and tuple(ids.shape) != (batch, q_len):
+            ids = None
+        if offset == 0:
+            if self._step >= 0:
+                raise CaptureError(
+                    "a second prompt was run inside one Recorder; use one `with Recorder(...)` "
+                    "per generate() or forward() call"
+                )
+            self.trace.prompt_length = q_len
+            self._find_keys(ids, batch)
+        self._step += 1
+        self._offset = offset
+        self._rows = self._select(ids, batch, q_len, offset)
+        for b, _, pos in self._rows:
+            token = int(ids[b, pos - offset]) if ids is not None else -1
+            self.trace.records.append(QueryRecord(b, pos, token, self._step))
+            self._buffer[(b, pos)] = {"attention": {}, "hidden": {}}
+        for b in range(batch):
+            self._seen_positions[b] = offset + q_len
+
+    def _find_keys(self, ids: Tensor | None, batch: int) -> None:
+        if self.keys != "image" or not self.capture_attention:
+            return
+        if ids is None:
+            raise CaptureError(
+                "keys='image' needs input_ids in the prompt pass to find the image tokens; "
+                "pass input_ids (not inputs_embeds) or use keys='all'"
+            )
+        image_id = self.adapter.image_token_id
+        for b in range(batch):
+            positions = torch.nonzero(ids[b] == image_id).flatten()
+            if positions.numel() == 0:
+                raise CaptureError(
+                    f"sequence {b} has no image tokens to use as keys; give it an image or "
+                    "use keys='all'"
+                )
+            self._key_index[b] = positions
+            self.trace.set_keys(b, positions)
+
+    def _select(
+        self, ids: Tensor | None, batch: int, q_len: int, offset: int
+    ) -> list[tuple[int, int, int]]:
+        prompt_length = self.trace.prompt_length or 0
+        rows: list[tuple[int, int, int]] = []
+        if self._positions is not None:
+            for b in range(batch):
+                wanted = self._positions.get(b, self._positions.get(None, set()))
+                rows.extend(
+                    (b, p - offset, p) for p in sorted(wanted) if offset <= p < offset + q_len
+                )
+            return rows
+        if ids is None:
+            raise CaptureError(
+                "selecting generated tokens needs input_ids in every forward pass; "
+                "call generate()/forward() with input_ids"
+            )
+        pad_id = getattr(self.adapter.text_config, "pad_token_id", None)
+        for b in range(batch):
+            for i in range(q_len):
+                pos = offset + i
+                token = int(ids[b, i])
+                if pos < prompt_length and not (self.include_prompt and self._predicate):
+                    continue
+                if self._generated:
+                    if token != pad_id:
+                        rows.append((b, i, pos))
+                elif self._predicate is not None and self._predicate(token):
+                    rows.append((b, i, pos))
+        return rows
+
+    # -- hooks called inside the model -------------------------------------------------------
+    def _record_attention(
+        self,
+        module: torch.nn.Module,
+        query: Tensor,
+        key: Tensor,
+        mask: Tensor | None,
+        scaling: float | None,
+    ) -> None:
+        if not self.capture_attention or not self._rows:
+            return
+        layer = int(module.layer_idx)  # type: ignore[arg-type]
+        n_heads, kv_len = query.shape[1], key.shape[2]
+        n_rep = n_heads // key.shape[1]
+        heads = torch.tensor(self.heads, device=query.device)
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        by_batch: dict[int, list[tuple[int, int]]] = {}
+        for b, index, pos in self._rows:
+            by_batch.setdefault(b, []).append((index, pos))
+        for b, items in by_batch.items():
+            rows = torch.tensor([i for i, _ in items], device=query.device)
+            q = query[b].index_select(0, heads).index_select(1, rows).float()  # [H, n, d]
+            k = key[b].index_select(0, torch.div(heads, n_rep, rounding_mode="floor")).float()
+            scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # [H, n, kv]
+            scores = self._apply_mask(scores, mask, b, rows, [p for _, p in items], kv_len)
+            probs = torch.softmax(scores, dim=-1)
+            if self.keys == "image":
+                probs = probs.index_select(-1, self._key_index[b].to(probs.device))
+            for j, (_, pos) in enumerate(items):
+                self._buffer[(b, pos)]["attention"][layer] = probs[:, j].detach()
+
+    @staticmethod
+    def _apply_mask(
+        scores: Tensor,
+        mask: Tensor | None,
+        b: int,
+        qi: Tensor,
+        positions: list[int],
+        kv_len: int,
+    ) -> Tensor:
+        if mask is None:  # plain causal attention, no padding
+            pos = torch.tensor(positions, device=scores.device)
+            allowed = torch.arange(kv_len, device=scores.device)[None, :] <= pos[:, None]
+            return scores.masked_fill(~allowed[None], float("-inf"))
+        rows = mask[b if mask.shape[0] > 1 else 0, 0].index_select(0, qi)[..., :kv_len]
+        if rows.dtype == torch.bool:
+            return scores.masked_fill(~rows[None], float("-inf"))
+        return scores + rows[None].float()
+
+    def _make_hidden_hook(self, layer: int) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if not self._rows:
+                return
+            hidden = output[0] if isinstance(output, tuple) else output
+            for b, qi, pos in self._rows:
+                self._buffer[(b, pos)]["hidden"][layer] = hidden[b, qi].detach().float()
+
+        return hook
+
+    # -- assembling the trace ------------------------------------------------------------------
+    def _finish(self) -> None:
+        if self._positions is not None:
+            missing = []
+            for b_key, wanted in self._positions.items():
+                batches = [b_key] if b_key is not None else list(self._seen_positions)
+                for b in batches:
+                    seen = self._seen_positions.get(b, 0)
+                    missing += [(b, p) for p in sorted(wanted) if p >= seen or p < 0]
+            if missing:
+                raise CaptureError(
+                    f"query position(s) {missing[:10]} (batch, position) lie past the "
+                    f"sequence (length {max(self._seen_positions.values(), default=0)}); "
+                    "positions are indices into the padded input_ids"
+                )
+        for record in self.trace.records:
+            parts = self._buffer.pop((record.batch, record.position))
+            attention = hidden = None
+            if self.capture_attention:
+                attention = torch.stack([parts["attention"][la].cpu() for la in self.layers])
+            if self.capture_hidden:
+                hidden = torch.stack([parts["hidden"][la].cpu() for la in self.layers])
+            key = (record.batch, record.position)
+            if attention is not None:
+                self.trace._attention[key] = attention
+            if hidden is not None:
+                self.trace._hidden[key] = hidden

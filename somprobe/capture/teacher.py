@@ -1,0 +1,113 @@
+"""Teacher forcing: run prompt + a given answer in one pass and capture at answer tokens.
+
+A model that would not write the listing itself (a baseline, an untrained model) can
+still be measured on the ground-truth listing: the answer is appended as the assistant
+turn and the Recorder captures at the answer tokens chosen.
+
+Example:
+    >>> result = teacher_force(model, processor, [image], ["List the tagged items."],
+    ...                        ["1. red circle\\n2. blue square"], queries="answer")
+    >>> result.trace.queries, result.answer_spans[0]   # (start, end) positions
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import BatchFeature
+
+from somprobe.capture.recorder import Recorder
+from somprobe.capture.trace import Trace
+from somprobe.errors import CaptureError, InputError
+from somprobe.models.inputs import build_prompt, prepare_inputs
+from somprobe.models.layout import ImageLayout
+
+
+@dataclass
+class TeacherForced:
+    """The trace, the inputs, the image layout and each answer's token span."""
+
+    trace: Trace
+    inputs: BatchFeature
+    layout: ImageLayout
+    answer_spans: list[tuple[int, int]]
+    logits: torch.Tensor | None = None
+
+
+def teacher_force(
+    model: Any,
+    processor: Any,
+    images: Sequence[Image.Image],
+    questions: Sequence[str],
+    answers: Sequence[str],
+    *,
+    queries: str | Callable[[int], bool] = "answer",
+    layers: Iterable[int] | None = None,
+    heads: Iterable[int] | None = None,
+    keys: str = "image",
+    attention: bool = True,
+    hidden_states: bool = True,
+    keep_logits: bool = False,
+) -> TeacherForced:
+    """Run each (image, question, answer) in one forward pass and capture.
+
+    Args:
+        queries: ``"answer"`` captures every answer token; a predicate on token ids
+            captures the answer tokens for which it is true (e.g. digits).
+    """
+    if not (len(images) == len(questions) == len(answers)):
+        raise InputError(
+            f"got {len(images)} images, {len(questions)} questions and {len(answers)} answers; "
+            "give one of each per example"
+        )
+    full = [build_prompt(processor, q, answer=a) for q, a in zip(questions, answers, strict=True)]
+    inputs = prepare_inputs(processor, images, full)
+    prefixes = prepare_inputs(processor, images, [build_prompt(processor, q) for q in questions])
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    spans: list[tuple[int, int]] = []
+    for b in range(ids.shape[0]):
+        prefix = prefixes["input_ids"][b][prefixes["attention_mask"][b].bool()]
+        row = ids[b][mask[b].bool()]
+        if not torch.equal(row[: len(prefix)], prefix):
+            raise CaptureError(
+                f"example {b}: the prompt's tokens change when the answer is appended, so the "
+                "answer's first token cannot be located; start the answer with a space or newline"
+            )
+        pad = int((~mask[b].bool()).sum())
+        spans.append((pad + len(prefix), ids.shape[1]))
+    positions: dict[int, list[int]] = {}
+    for b, (start, end) in enumerate(spans):
+        wanted = range(start, end)
+        if callable(queries):
+            wanted = [p for p in wanted if queries(int(ids[b, p]))]  # type: ignore[assignment]
+        elif queries != "answer":
+            raise InputError(f"queries must be 'answer' or a token-id predicate, got {queries!r}")
+        positions[b] = list(wanted)
+    layout = ImageLayout.from_inputs(processor, inputs, images=list(images))
+    device = next(model.parameters()).device
+    model_inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+    if "pixel_values" in model_inputs:
+        dtype = next(model.parameters()).dtype
+        model_inputs["pixel_values"] = model_inputs["pixel_values"].to(dtype)
+    recorder = Recorder(
+        model,
+        queries=positions,
+        layers=layers,
+        heads=heads,
+        keys=keys,
+        attention=attention,
+        hidden_states=hidden_states,
+    )
+    with torch.no_grad(), recorder:
+        output = model(**model_inputs, use_cache=False)
+    return TeacherForced(
+        trace=recorder.trace,
+        inputs=inputs,
+        layout=layout,
+        answer_spans=spans,
+        logits=output.logits.detach().cpu() if keep_logits else None,
+    )

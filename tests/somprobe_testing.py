@@ -1,0 +1,36 @@
+"""Helpers shared by tests (importable because pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from somprobe.models import build_prompt, load_model, prepare_inputs
+
+
+def sharpen(model: torch.nn.Module, factor: float = 6.0) -> None:
+    """Scale query/key projections so attention is far from uniform (a stronger test)."""
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            layer.self_attn.q_proj.weight.mul_(factor)
+            layer.self_attn.k_proj.weight.mul_(factor)
+
+
+def load_pair(path):  # type: ignore[no-untyped-def]
+    """The same weights twice: SDPA (for the Recorder) and eager (the reference)."""
+    sdpa, processor = load_model(path)
+    eager, _ = load_model(path, attn_implementation="eager")
+    sharpen(sdpa)
+    sharpen(eager)
+    return sdpa, eager, processor
+
+
+def two_prompts(processor):  # type: ignore[no-untyped-def]
+    """A left-padded batch of two prompts of different length."""
+    images = [Image.new("RGB", (100, 60), (200, 30, 30)), Image.new("RGB", (40, 90), (0, 90, 200))]
+    images[0].paste((255, 255, 0), (10, 10, 40, 40))
+    prompts = [
+        build_prompt(processor, "Hi."),
+        build_prompt(processor, "List the tagged items in this picture one by one, please."),
+    ]
+    return images, prepare_inputs(processor, images, prompts)

@@ -1,0 +1,257 @@
+"""The native Recorder against HF eager attention with output_attentions (the reference)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from somprobe_testing import two_prompts
+
+from somprobe.capture import Recorder, Trace, digit_token_filter
+from somprobe.errors import CaptureError, UnsupportedModelError
+
+TOL = 1e-5
+
+
+def _eager_forward(eager, inputs):
+    with torch.no_grad():
+        return eager(**inputs, output_attentions=True, output_hidden_states=True)
+
+
+@pytest.mark.parametrize("fixture", ["pair", "gqa_pair", "full_pair"])
+@pytest.mark.parametrize("keys", ["image", "all"])
+def test_forward_pass_equals_eager(request, fixture, keys):
+    sdpa, eager, processor = request.getfixturevalue(fixture)
+    _, inputs = two_prompts(processor)
+    length = inputs["input_ids"].shape[1]
+    positions = {0: [length - 5, length - 1], 1: [3, length - 2]}
+    with torch.no_grad(), Recorder(sdpa, queries=positions, keys=keys) as rec:
+        sdpa(**inputs)
+    reference = _eager_forward(eager, inputs)
+    ids = inputs["input_ids"]
+    for b, wanted in positions.items():
+        image_cols = torch.nonzero(ids[b] == processor.image_token_id).flatten()
+        for pos in wanted:
+            got = rec.trace.attention(b, pos)
+            want = torch.stack([a[b, :, pos, :] for a in reference.attentions])
+            want = want[..., image_cols] if keys == "image" else want
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, atol=TOL, rtol=0)
+            # HF's last hidden state is after the final norm; the trace keeps the residual
+            # stream, so apply the norm to compare the last layer
+            hidden = rec.trace.hidden(b, pos)
+            final_norm = sdpa.model.language_model.norm
+            with torch.no_grad():
+                hidden = torch.cat([hidden[:-1], final_norm(hidden[-1:])])
+            want_hidden = torch.stack([h[b, pos] for h in reference.hidden_states[1:]])
+            torch.testing.assert_close(hidden, want_hidden, atol=TOL, rtol=1e-5)
+    assert rec.trace.key_mode == keys
+
+
+def test_every_generation_step_equals_eager_on_a_left_padded_batch(pair):
+    sdpa, eager, processor = pair
+    _, inputs = two_prompts(processor)
+    assert (inputs["attention_mask"][0] == 0).any()
+    new = 6
+    with Recorder(sdpa, queries="generated") as rec:
+        out = sdpa.generate(**inputs, max_new_tokens=new, do_sample=False)
+    ref = eager.generate(
+        **inputs,
+        max_new_tokens=new,
+        do_sample=False,
+        output_attentions=True,
+        return_dict_in_generate=True,
+    )
+    assert torch.equal(out, ref.sequences)
+    length = inputs["input_ids"].shape[1]
+    # generated token at position P is read as a query in step P - length + 1
+    expected = [(b, p) for p in range(length, length + new - 1) for b in range(2)]
+    got = [(r.batch, r.position) for r in rec.trace.records]
+    assert got == expected
+    for b, pos in expected:
+        step = pos - length + 1
+        want = torch.stack([a[b, :, -1, :] for a in ref.attentions[step]])
+        cols = rec.trace.key_positions(b)
+        torch.testing.assert_close(rec.trace.attention(b, pos), want[..., cols], atol=TOL, rtol=0)
+        assert rec.trace.queries.set_index(["batch", "position"]).loc[(b, pos), "token_id"] == int(
+            out[b, pos]
+        )
+
+
+def test_gqa_generation_equals_eager(gqa_pair):
+    sdpa, eager, processor = gqa_pair
+    _, inputs = two_prompts(processor)
+    with Recorder(sdpa, queries="generated", layers=[-1], heads=[0, 3]) as rec:
+        sdpa.generate(**inputs, max_new_tokens=3, do_sample=False)
+    ref = eager.generate(
+        **inputs,
+        max_new_tokens=3,
+        do_sample=False,
+        output_attentions=True,
+        return_dict_in_generate=True,
+    )
+    length = inputs["input_ids"].shape[1]
+    for b in range(2):
+        want = ref.attentions[1][-1][b, [0, 3], -1, :][..., rec.trace.key_positions(b)]
+        torch.testing.assert_close(rec.trace.attention(b, length)[0], want, atol=TOL, rtol=0)
+    assert rec.trace.layers == [1] and rec.trace.heads == [0, 3]
+
+
+def test_generated_tokens_identical_with_and_without_recorder(pair):
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    plain = sdpa.generate(**inputs, max_new_tokens=8, do_sample=False)
+    with Recorder(sdpa, queries=digit_token_filter(processor.tokenizer)):
+        recorded = sdpa.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert torch.equal(plain, recorded)
+
+
+def test_predicate_captures_exactly_the_generated_digits(pair):
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    digits = digit_token_filter(processor.tokenizer)
+    # force digits into the output: ban every non-digit token but EOS
+    allowed = sorted(digits.token_ids)  # type: ignore[attr-defined]
+    bad = [[i] for i in range(len(processor.tokenizer)) if i not in set(allowed)]
+    with Recorder(sdpa, queries=digits) as rec:
+        out = sdpa.generate(**inputs, max_new_tokens=5, do_sample=False, bad_words_ids=bad)
+    length = inputs["input_ids"].shape[1]
+    expected = [
+        (b, p) for p in range(length, length + 4) for b in range(2) if digits(int(out[b, p]))
+    ]
+    assert expected, "the test needs generated digits"
+    assert [(r.batch, r.position) for r in rec.trace.records] == expected
+
+
+def test_model_is_restored_after_an_exception(pair):
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    with torch.no_grad():
+        before = sdpa(**inputs).logits
+    hooks_before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in sdpa.modules())
+    with pytest.raises(RuntimeError, match="boom"), Recorder(sdpa, queries=[5]):
+        sdpa(**inputs)
+        raise RuntimeError("boom")
+    assert sdpa.config.text_config._attn_implementation == "sdpa"
+    hooks_after = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in sdpa.modules())
+    assert hooks_after == hooks_before
+    assert not any(hasattr(m, "_somprobe_recorder") for m in sdpa.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(sdpa(**inputs).logits, before)
+
+
+def test_bf16_model_rows_are_close_to_float32_reference(tiny_llava_path, pair):
+    from somprobe_testing import sharpen
+
+    from somprobe.models import load_model
+
+    _, eager, processor = pair
+    model, _ = load_model(tiny_llava_path, dtype="bf16")
+    sharpen(model)
+    _, inputs = two_prompts(processor)
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    length = inputs["input_ids"].shape[1]
+    with torch.no_grad(), Recorder(model, queries=[length - 1]) as rec:
+        model(**inputs)
+    inputs["pixel_values"] = inputs["pixel_values"].float()
+    ref = _eager_forward(eager, inputs)
+    cols = rec.trace.key_positions(0)
+    want = torch.stack([a[0, :, length - 1, :] for a in ref.attentions])[..., cols]
+    got = rec.trace.attention(0, length - 1)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=0.03, rtol=0)
+
+
+def test_trace_save_load_round_trip(pair, tmp_path):
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    with Recorder(sdpa, queries="generated") as rec:
+        sdpa.generate(**inputs, max_new_tokens=3, do_sample=False)
+    path = rec.trace.save(tmp_path / "trace")
+    again = Trace.load(path)
+    assert again.records == rec.trace.records
+    assert again.layers == rec.trace.layers and again.heads == rec.trace.heads
+    for r in rec.trace.records:
+        assert torch.equal(
+            again.attention(r.batch, r.position), rec.trace.attention(r.batch, r.position)
+        )
+        assert torch.equal(again.hidden(r.batch, r.position), rec.trace.hidden(r.batch, r.position))
+    assert torch.equal(again.key_positions(1), rec.trace.key_positions(1))
+    frame = again.attention_frame()
+    n_keys = len(rec.trace.key_positions(0))
+    assert (
+        len(frame) == len(rec.trace.records) * len(rec.trace.layers) * len(rec.trace.heads) * n_keys
+    )
+    sums = frame.groupby(["batch", "position", "layer", "head"])["weight"].sum()
+    assert (sums <= 1 + 1e-6).all() and (sums > 0).all()
+    assert not list(tmp_path.glob("trace/*.tmp"))
+
+
+def test_position_past_the_sequence(pair):
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    with (
+        pytest.raises(CaptureError, match="past the"),
+        torch.no_grad(),
+        Recorder(sdpa, queries=[10_000]),
+    ):
+        sdpa(**inputs)
+
+
+@pytest.mark.parametrize("layers", [[2], [-3], [0, 0]])
+def test_layer_that_does_not_exist(pair, layers):
+    with pytest.raises(CaptureError, match="layer"):
+        Recorder(pair[0], layers=layers)
+
+
+def test_head_that_does_not_exist(pair):
+    with pytest.raises(CaptureError, match="head"):
+        Recorder(pair[0], heads=[4])
+
+
+def test_model_that_is_not_llava():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=50,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        )
+    )
+    with pytest.raises(UnsupportedModelError, match="LLaVA"):
+        Recorder(model)
+
+
+def test_second_prompt_in_one_recorder_is_an_error(pair):
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    with (
+        pytest.raises(CaptureError, match="second prompt"),
+        torch.no_grad(),
+        Recorder(sdpa, queries=[3]),
+    ):
+        sdpa(**inputs)
+        sdpa(**inputs)
+
+
+def test_llava_15_geometry_preset_equals_eager(tmp_path):
+    from somprobe_testing import load_pair
+
+    from somprobe.models import build_tiny_llava
+
+    sdpa, eager, processor = load_pair(build_tiny_llava(tmp_path, preset="llava-1.5-geometry"))
+    _, inputs = two_prompts(processor)
+    ids = inputs["input_ids"]
+    assert int((ids[1] == processor.image_token_id).sum()) == 576
+    length = ids.shape[1]
+    with torch.no_grad(), Recorder(sdpa, queries=[length - 3, length - 1]) as rec:
+        sdpa(**inputs)
+    reference = _eager_forward(eager, inputs)
+    for b in range(2):
+        cols = rec.trace.key_positions(b)
+        assert len(cols) == 576
+        for pos in (length - 3, length - 1):
+            want = torch.stack([a[b, :, pos, :] for a in reference.attentions])[..., cols]
+            torch.testing.assert_close(rec.trace.attention(b, pos), want, atol=TOL, rtol=0)
