@@ -14,11 +14,14 @@ import importlib
 
 import typer
 
+from somprobe.errors import SomprobeError
+
 app = typer.Typer(
     name="somprobe",
     help="Measure how multimodal LLMs tie Set-of-Mark tags to the objects they mark.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 
 # (sub-command name, module with a ``app: typer.Typer``); a module that does not exist
@@ -34,15 +37,20 @@ for _name, _module in _SUBCOMMANDS:
     try:
         _sub = importlib.import_module(_module)
     except ModuleNotFoundError as _err:
-        if _err.name != _module:
+        # only a missing area module (or its package) is skipped; other import errors surface
+        if _err.name is None or not _module.startswith(_err.name):
             raise
         continue
     app.add_typer(_sub.app, name=_name)
 
 
 def main() -> None:
-    """Entry point of the ``somprobe`` console script."""
-    app()
+    """Entry point of the ``somprobe`` console script: somprobe errors end in one line."""
+    try:
+        app()
+    except SomprobeError as err:
+        typer.echo(f"somprobe: error: {err}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
