@@ -251,6 +251,7 @@ def tag_regions(
     line_width: int | None = None,
     seed: int = 0,
     max_tags: int | None = None,
+    centers: Sequence[tuple[float, float] | None] | None = None,
 ) -> TaggedImage:
     """Draw Set-of-Mark tags on ``image`` for ``regions``; return the image and its TagSet.
 
@@ -288,6 +289,11 @@ def tag_regions(
         seed: seed of the tag colours.
         max_tags: raise InputError if more tags than this would be drawn (None: no
             limit; numbers simply get more digits, 100, 101, …).
+        centers: optional explicit mark centers ``(x, y)`` in pixels, one per input region
+            (same order as ``regions``; None entries use :func:`mark_position`). A given
+            center must fall on a pixel of the region's remaining mask (InputError
+            otherwise), so ``Tag.center`` keeps its invariant. Used, e.g., to put marks on
+            patch centers of a vision encoder.
 
     Example:
         >>> import numpy as np
@@ -327,6 +333,11 @@ def tag_regions(
     if lw < 1:
         raise InputError(f"line_width must be ≥ 1, got {line_width}")
 
+    if centers is not None and len(centers) != len(regs):
+        raise InputError(
+            f"centers has {len(centers)} entries but there are {len(regs)} regions; give one "
+            "(x, y) or None per region"
+        )
     areas = [int(np.count_nonzero(r.mask)) for r in regs]
     covered = np.zeros((height, width), dtype=bool)
     kept: list[tuple[int, np.ndarray, tuple[int, int, int, int]]] = []
@@ -360,8 +371,12 @@ def tag_regions(
     origins: list[tuple[int, int]] = []
     for n, (idx, remaining, (x0, y0, x1, y1)) in enumerate(kept):
         region = regs[idx]
-        col, row = mark_position(remaining)
-        center = (x0 + col + 0.5, y0 + row + 0.5)
+        given = centers[idx] if centers is not None else None
+        if given is None:
+            col, row = mark_position(remaining)
+            center = (x0 + col + 0.5, y0 + row + 0.5)
+        else:
+            center = _check_center(given, idx, remaining, (x0, y0))
         label = md.label_text(n + 1, label_mode)
         mark_box, origin = md.label_layout(label, font, center, (width, height))
         origins.append(origin)
@@ -410,9 +425,24 @@ def tag_regions(
         "box_alpha": float(box_alpha),
         "contrast": contrast,
         "seed": seed,
+        "explicit_centers": centers is not None,
     }
     tagset = TagSet(tags, (width, height), label_mode, skipped, options)
     return TaggedImage(drawn, tagset)
+
+
+def _check_center(
+    given: tuple[float, float], idx: int, remaining: np.ndarray, offset: tuple[int, int]
+) -> tuple[float, float]:
+    x, y = float(given[0]), float(given[1])
+    col, row = int(np.floor(x)) - offset[0], int(np.floor(y)) - offset[1]
+    inside = 0 <= row < remaining.shape[0] and 0 <= col < remaining.shape[1]
+    if not (np.isfinite(x) and np.isfinite(y) and inside and remaining[row, col]):
+        raise InputError(
+            f"center {given} given for region {idx} is not on a pixel of its remaining mask; "
+            "give a point inside the region (after overlap removal) or None"
+        )
+    return x, y
 
 
 def _skip_entry(index: int, region: Region, area: int, reason: str) -> dict[str, Any]:
