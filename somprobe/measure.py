@@ -1,0 +1,194 @@
+"""Recipes that join capture, tag mentions and scores: the paper's measurements.
+
+``listing_alignment`` asks a model about tagged images in one of two ways and scores
+where each tag token's attention went:
+
+* ``mode="teacher_forced"``: the ground-truth listing ("1. red circle\\n2. …") is fed as
+  the answer, and every tag the listing mentions is scored. A model that would not write
+  the listing itself is still measured on the same tokens as any other model.
+* ``mode="generated"``: the model writes its own answer (greedy); the tags it mentions
+  are scored; tags it invents are kept and flagged ``hallucinated``. The last generated
+  token is never read back by ``generate``, so a mention ending there has no attention
+  row: it is kept in the mentions table with ``captured=False`` and left out of scores.
+
+Example:
+    >>> scores, mentions = listing_alignment(model, processor, tagged_images)
+    >>> aggregate_by_layer(scores)[["layer", "share_object", "lift_object"]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from somprobe.align import score_alignment
+from somprobe.capture.recorder import Recorder, digit_token_filter
+from somprobe.capture.teacher import teacher_force
+from somprobe.data.listing import listing_answer
+from somprobe.errors import InputError
+from somprobe.marks import TaggedImage
+from somprobe.models.inputs import build_prompt, prepare_inputs
+from somprobe.models.layout import ImageLayout
+from somprobe.tags import find_tag_mentions
+
+DEFAULT_QUESTION = "List the tagged items one by one."
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _model_inputs(model: Any, inputs: Any) -> dict[str, Any]:
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    out = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+    if "pixel_values" in out:
+        out["pixel_values"] = out["pixel_values"].to(dtype)
+    return out
+
+
+def listing_alignment(
+    model: Any,
+    processor: Any,
+    tagged: Sequence[TaggedImage],
+    *,
+    mode: Literal["teacher_forced", "generated"] = "teacher_forced",
+    question: str = DEFAULT_QUESTION,
+    answers: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    k: int = 5,
+    batch_size: int = 8,
+    max_new_tokens: int = 64,
+    sinks: Literal["auto"] | None = None,
+    progress: bool = True,
+    image_ids: Sequence[Any] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score tag-token attention over many tagged images.
+
+    Args:
+        model, processor: any HF LLaVA model and its processor.
+        tagged: tagged images (image + TagSet ground truth).
+        mode: "teacher_forced" (the listing is given) or "generated" (the model writes).
+        question: the user turn; default the paper's "List the tagged items one by one."
+        answers: teacher-forced answers (default :func:`listing_answer` of each TagSet).
+        layers, heads: what to capture (default all).
+        k: top-k of the hit rate (the paper's Fig. 4 uses 5).
+        batch_size: images per forward pass / generate call.
+        max_new_tokens: generation budget in "generated" mode.
+        sinks: None or "auto" (exclude attention-sink patches, see ``score_alignment``).
+        image_ids: names for the images in the output (default 0..n-1).
+
+    Returns:
+        ``(scores, mentions)``: scores one row per mention × layer × head (with an
+        ``image`` column), mentions one row per mention (with ``image``, ``answer`` text
+        and ``captured``).
+    """
+    if mode not in ("teacher_forced", "generated"):
+        raise InputError(f"mode must be 'teacher_forced' or 'generated', got {mode!r}")
+    if not tagged:
+        raise InputError("no tagged images given")
+    ids = list(image_ids) if image_ids is not None else list(range(len(tagged)))
+    if len(ids) != len(tagged):
+        raise InputError(f"{len(ids)} image ids for {len(tagged)} images")
+    if answers is not None and len(answers) != len(tagged):
+        raise InputError(f"{len(answers)} answers for {len(tagged)} images")
+    digits = digit_token_filter(processor.tokenizer)
+    letter = any(t.tagset.label_mode == "letter" for t in tagged)
+    score_frames: list[pd.DataFrame] = []
+    mention_frames: list[pd.DataFrame] = []
+    batches = _chunks(len(tagged), batch_size)
+    for chunk in tqdm(batches, desc=f"{mode} listing", disable=not progress, unit="batch"):
+        items = [tagged[i] for i in chunk]
+        images = [t.image for t in items]
+        if mode == "teacher_forced":
+            texts = [answers[i] if answers else listing_answer(tagged[i].tagset) for i in chunk]
+            result = teacher_force(
+                model,
+                processor,
+                images,
+                [question] * len(items),
+                texts,
+                queries="answer" if letter else digits,
+                layers=layers,
+                heads=heads,
+            )
+            trace, layout, input_ids = result.trace, result.layout, result.inputs["input_ids"]
+            spans = result.answer_spans
+        else:
+            trace, layout, input_ids, spans = _generate(
+                model, processor, images, question, layers, heads, max_new_tokens, digits, letter
+            )
+        captured = {(r.batch, r.position) for r in trace.records}
+        for b, index in enumerate(chunk):
+            start, end = spans[b]
+            mentions = find_tag_mentions(
+                processor.tokenizer,
+                input_ids[b, start:end].tolist(),
+                tag_ids=tagged[index].tagset,
+                offset=start,
+                batch=b,
+            )
+            mentions["captured"] = [
+                all((b, int(p)) in captured for p in ps) for ps in mentions["scored_positions"]
+            ]
+            answer = processor.tokenizer.decode(input_ids[b, start:end], skip_special_tokens=True)
+            if len(mentions) and mentions["captured"].any():
+                scores = score_alignment(
+                    trace,
+                    layout,
+                    {b: tagged[index].tagset},
+                    mentions[mentions["captured"]],
+                    k=k,
+                    sinks=sinks,
+                )
+                scores.insert(0, "image", ids[index])
+                score_frames.append(scores)
+            mentions.insert(0, "image", ids[index])
+            mentions["answer"] = answer
+            mention_frames.append(mentions)
+    scores_df = pd.concat(score_frames, ignore_index=True) if score_frames else pd.DataFrame()
+    mentions_df = pd.concat(mention_frames, ignore_index=True)
+    return scores_df, mentions_df
+
+
+def _generate(
+    model: Any,
+    processor: Any,
+    images: list[Any],
+    question: str,
+    layers: Sequence[int] | None,
+    heads: Sequence[int] | None,
+    max_new_tokens: int,
+    digits: Callable[[int], bool],
+    letter: bool,
+) -> tuple[Any, ImageLayout, torch.Tensor, list[tuple[int, int]]]:
+    prompts = [build_prompt(processor, question)] * len(images)
+    inputs = prepare_inputs(processor, images, prompts)
+    layout = ImageLayout.from_inputs(processor, inputs, images=images)
+    recorder = Recorder(
+        model,
+        queries="generated" if letter else digits,
+        layers=layers,
+        heads=heads,
+    )
+    with torch.no_grad(), recorder:
+        out = model.generate(
+            **_model_inputs(model, inputs),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=processor.tokenizer.pad_token_id,
+        )
+    out = out.cpu()
+    length = inputs["input_ids"].shape[1]
+    eos = processor.tokenizer.eos_token_id
+    spans = []
+    for b in range(out.shape[0]):
+        row = out[b, length:].tolist()
+        end = length + (row.index(eos) if eos in row else len(row))
+        spans.append((length, end))
+    return recorder.trace, layout, out, spans

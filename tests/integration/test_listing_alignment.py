@@ -1,0 +1,79 @@
+"""End to end on a tiny model: regions → tags → capture → mentions → scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from somprobe.align import aggregate_by_layer
+from somprobe.errors import InputError
+from somprobe.marks import tag_regions
+from somprobe.measure import listing_alignment
+from somprobe.regions import Region
+
+
+def _scene(seed: int, n: int = 3) -> tuple[Image.Image, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    height, width = 112, 140
+    pixels = rng.integers(60, 120, (height, width, 3)).astype(np.uint8)
+    masks = []
+    for _ in range(n):
+        x0, y0 = rng.integers(0, width - 40), rng.integers(0, height - 40)
+        w, h = rng.integers(25, 40, 2)
+        mask = np.zeros((height, width), bool)
+        mask[y0 : y0 + h, x0 : x0 + w] = True
+        pixels[mask] = rng.integers(0, 255, 3)
+        masks.append(mask)
+    return Image.fromarray(pixels), masks
+
+
+@pytest.fixture(scope="module")
+def tagged():
+    colours = ["red box", "blue box", "green box"]
+    out = []
+    for seed in range(3):
+        image, masks = _scene(seed)
+        regions = [Region(mask=m, category=c) for m, c in zip(masks, colours, strict=True)]
+        out.append(tag_regions(image, regions))
+    return out
+
+
+def test_teacher_forced_listing_gives_one_row_per_mention_layer_head(tiny_llava, tagged):
+    model, processor = tiny_llava
+    scores, mentions = listing_alignment(model, processor, tagged, batch_size=2, progress=False)
+    n_tags = sum(len(t.tagset) for t in tagged)
+    assert len(mentions) == n_tags  # "1. …\n2. …": one listing mention per tag
+    assert mentions["captured"].all() and not mentions["hallucinated"].any()
+    for image, group in mentions.groupby("image"):
+        assert group["tag_id"].tolist() == tagged[image].tagset.ids
+    n_layers = model.config.text_config.num_hidden_layers
+    n_heads = model.config.text_config.num_attention_heads
+    assert len(scores) == n_tags * n_layers * n_heads
+    shares = scores[[c for c in scores.columns if c.startswith("share_")]].sum(axis=1)
+    np.testing.assert_allclose(shares, 1.0, atol=1e-5)
+    auroc = scores["auroc"]
+    assert auroc.notna().any()
+    assert auroc.dropna().between(0, 1).all()
+    by_layer = aggregate_by_layer(scores)
+    assert sorted(by_layer["layer"]) == list(range(n_layers))
+
+
+def test_generated_mode_scores_what_the_model_wrote(tiny_llava, tagged):
+    model, processor = tiny_llava
+    scores, mentions = listing_alignment(
+        model, processor, tagged[:2], mode="generated", max_new_tokens=12, progress=False
+    )
+    assert set(mentions.columns) >= {"image", "tag_id", "captured", "answer", "hallucinated"}
+    # whatever the random model wrote, every scored row belongs to a captured mention
+    assert len(scores) == int(mentions["captured"].sum()) * 2 * 4
+
+
+def test_bad_inputs(tiny_llava, tagged):
+    model, processor = tiny_llava
+    with pytest.raises(InputError):
+        listing_alignment(model, processor, [], progress=False)
+    with pytest.raises(InputError):
+        listing_alignment(model, processor, tagged, mode="free", progress=False)
+    with pytest.raises(InputError):
+        listing_alignment(model, processor, tagged, answers=["1. x"], progress=False)
