@@ -1,0 +1,67 @@
+"""``somprobe eval``: run the evaluations of a model on an eval split.
+
+Example:
+    $ somprobe eval run models/toy-som toy/eval --tasks listing,pope --out results/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from somprobe.errors import InputError, SomprobeError
+
+app = typer.Typer(
+    name="eval",
+    help="Evaluate a LLaVA model: tag listing, tag-QA, POPE-style existence.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def run(
+    model: Annotated[str, typer.Argument(help="Model folder or cached hub name.")],
+    split: Annotated[Path, typer.Argument(help="Eval split folder (e.g. toy/eval).")],
+    tasks: Annotated[
+        str, typer.Option(help="Comma-separated: listing, tag_qa, pope, instruct.")
+    ] = "listing,tag_qa,pope,instruct",
+    limit: Annotated[int | None, typer.Option(help="At most N records per file.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 8,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Token budget for every answer (default: per task).")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 / float16 / bfloat16.")] = None,
+    device_map: Annotated[str | None, typer.Option(help="e.g. 'auto' or 'cuda:0'.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for summary.csv and <task>.csv item tables.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Generate answers greedily, score them, print the summary (and write CSVs)."""
+    from somprobe.evals.runner import evaluate
+    from somprobe.models.loading import load_model
+
+    try:
+        names = tuple(t.strip() for t in tasks.split(",") if t.strip())
+        if limit is not None and limit < 1:
+            raise InputError(f"--limit {limit}: give a positive number")
+        mdl, processor = load_model(model, dtype=dtype, device_map=device_map)
+        result = evaluate(
+            mdl, processor, split, tasks=names, limit=limit, batch_size=batch_size,
+            max_new_tokens=max_new_tokens, progress=progress,
+        )  # fmt: skip
+    except SomprobeError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(result.summary.to_string(index=False))
+    if out is not None:
+        from somprobe.data.llava_json import AtomicWriter
+
+        out.mkdir(parents=True, exist_ok=True)
+        for name, table in {"summary": result.summary, **result.items}.items():
+            with AtomicWriter(out / f"{name}.csv") as fh:
+                table.to_csv(fh, index=False)
+        typer.echo(f"wrote {out}")
