@@ -1,0 +1,109 @@
+"""Trainer callbacks: periodic held-out evaluation written to a tidy CSV.
+
+Example:
+    >>> def score(model):                       # any function of the model
+    ...     return {"listing_accuracy": 0.5}
+    >>> cb = PeriodicEval(score, every=200, csv_path="curve.csv", labels={"model": "som"})
+    >>> finetune(..., callbacks=[cb])           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from somprobe.data.llava_json import AtomicWriter
+
+EvalFn = Callable[[Any], Mapping[str, float]]
+
+
+class PeriodicEval(TrainerCallback):
+    """Every ``every`` optimizer steps (and at the end) run ``fn(model)`` and log it.
+
+    ``fn`` gets the model in eval mode under ``torch.no_grad`` and returns metric → value.
+    Rows ``(step, metric, value, seconds, **labels)`` accumulate in :attr:`rows` and,
+    when ``csv_path`` is given, are rewritten atomically to that CSV after each
+    evaluation; on resume, rows already in the CSV are kept. Only the main process
+    evaluates.
+    """
+
+    def __init__(
+        self,
+        fn: EvalFn,
+        every: int,
+        *,
+        csv_path: str | os.PathLike[str] | None = None,
+        labels: Mapping[str, Any] | None = None,
+        at_start: bool = True,
+    ) -> None:
+        self.fn = fn
+        self.every = max(1, int(every))
+        self.csv_path = Path(csv_path) if csv_path is not None else None
+        self.labels = dict(labels or {})
+        self.at_start = at_start
+        self.rows: list[dict[str, Any]] = []
+        self._t0 = time.perf_counter()
+        self._done: set[int] = set()
+        if self.csv_path is not None and self.csv_path.is_file():
+            old = pd.read_csv(self.csv_path)
+            mine = pd.Series(True, index=old.index)
+            for key, value in self.labels.items():
+                if key in old:
+                    mine &= old[key].astype(str) == str(value)
+            self.rows = old.to_dict("records")
+            self._done = set(old.loc[mine, "step"].astype(int)) if "step" in old else set()
+
+    def _evaluate(self, model: Any, step: int, state: TrainerState) -> None:
+        if step in self._done or not state.is_world_process_zero:
+            return
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                metrics = dict(self.fn(model))
+        finally:
+            model.train(was_training)
+        seconds = time.perf_counter() - self._t0
+        for metric, value in metrics.items():
+            self.rows.append(
+                {
+                    **self.labels,
+                    "step": step,
+                    "metric": metric,
+                    "value": float(value),
+                    "seconds": seconds,
+                }
+            )
+        self._done.add(step)
+        state.log_history.append({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
+        if self.csv_path is not None:
+            with AtomicWriter(self.csv_path) as fh:
+                pd.DataFrame(self.rows).to_csv(fh, index=False)
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self._t0 = time.perf_counter()
+        if self.at_start and state.global_step == 0:
+            self._evaluate(kw["model"], 0, state)
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if state.global_step % self.every == 0:
+            self._evaluate(kw["model"], state.global_step, state)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self._evaluate(kw["model"], state.global_step, state)
+
+
+__all__ = ["EvalFn", "PeriodicEval"]

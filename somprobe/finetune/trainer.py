@@ -1,0 +1,479 @@
+"""Finetune a Hugging Face LLaVA on LLaVA JSON data with the HF ``Trainer``.
+
+The same function runs on one CPU, one GPU, or many processes under
+``accelerate launch`` (DDP, or DeepSpeed ZeRO-3 through an accelerate config or the
+preset's ZeRO-3 settings); see ``configs/accelerate/``.
+
+* Full finetuning with the vision tower frozen (``trainable="projector+lm"``, the
+  SoM-LLaVA recipe), the projector alone (``"projector"``, LLaVA's stage 1), or every
+  part (``"all"``, for models whose vision tower starts from random weights).
+* LoRA through peft on the language model's linear layers (projector trained fully),
+  merged into a plain checkpoint at the end (:class:`LoraOptions`).
+* Resume: with ``resume=True`` a run continues from the last ``checkpoint-*`` in
+  ``output_dir`` (optimizer, scheduler, RNG and data position included).
+* At the end the model and processor are saved in ``output_dir`` (loadable with
+  :func:`somprobe.load_model`) with ``finetune_summary.json``: steps, loss, time, and
+  the records skipped by reason.
+
+Example:
+    >>> result = finetune("tiny-llava/", "train.json", "images/", "out/", preset="toy",
+    ...                   max_steps=20)
+    >>> result.skipped["total"]
+    0
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from somprobe.data.llava_json import AtomicWriter
+from somprobe.errors import InputError, ModelLoadError
+from somprobe.finetune.collator import SFTCollator
+from somprobe.finetune.dataset import LlavaSFTDataset, OnBadRecord
+from somprobe.finetune.presets import FinetunePreset, Trainable, get_preset
+from somprobe.models.loading import load_model, resolve_dtype
+
+logger = logging.getLogger("somprobe.finetune")
+
+#: The language model's linear layers (LLaMA / Vicuna names), as a peft regex.
+LM_LINEAR_LAYERS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+SUMMARY_FILE = "finetune_summary.json"
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """LoRA on the language model (LLaVA-1.5's LoRA recipe: r 128, alpha 256).
+
+    Attributes:
+        r, alpha, dropout: the adapter's rank, scaling and dropout.
+        target_modules: regex of module names that get adapters.
+        train_projector: also train the projector fully (saved with the adapter).
+        merge: merge the adapter into the weights at the end and save a plain
+            checkpoint in ``output_dir`` (the adapter itself goes to ``output_dir/adapter``).
+        init_lora_weights: peft's init; ``False`` gives random non-zero adapters.
+    """
+
+    r: int = 128
+    alpha: int = 256
+    dropout: float = 0.05
+    target_modules: str = LM_LINEAR_LAYERS
+    train_projector: bool = True
+    merge: bool = True
+    init_lora_weights: bool = True
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a run did; also written to ``output_dir/finetune_summary.json``."""
+
+    output_dir: str
+    preset: str
+    global_step: int
+    train_loss: float | None
+    first_loss: float | None
+    last_loss: float | None
+    seconds: float
+    seconds_per_step: float | None
+    world_size: int
+    records: int
+    skipped: dict[str, Any]
+    trainable_parameters: int
+    total_parameters: int
+    resumed_from: str | None
+    lora: bool
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)
+
+
+def model_parts(model: Any) -> dict[str, list[torch.nn.Module]]:
+    """The vision tower, projector and language model (with its head) of a LLaVA model.
+
+    Raises:
+        InputError: the model does not have LLaVA's parts.
+    """
+    inner = getattr(model, "model", None)
+    parts = {
+        "vision": [getattr(inner, "vision_tower", None)],
+        "projector": [getattr(inner, "multi_modal_projector", None)],
+        "lm": [getattr(inner, "language_model", None), getattr(model, "lm_head", None)],
+    }
+    if any(m is None for modules in parts.values() for m in modules):
+        raise InputError(
+            f"{type(model).__name__} does not have LLaVA's vision_tower / multi_modal_projector "
+            "/ language_model / lm_head; finetune expects a LlavaForConditionalGeneration"
+        )
+    return {k: [m for m in v if m is not None] for k, v in parts.items()}
+
+
+def set_trainable(model: Any, trainable: Trainable) -> tuple[int, int]:
+    """Freeze what ``trainable`` leaves out; return (trainable, total) parameter counts."""
+    wanted = {"projector": {"projector"}, "projector+lm": {"projector", "lm"}, "all": None}
+    if trainable not in wanted:
+        raise InputError(f"trainable must be one of {sorted(wanted)}, got {trainable!r}")
+    keep = wanted[trainable]
+    for name, modules in model_parts(model).items():
+        for module in modules:
+            module.requires_grad_(keep is None or name in keep)
+    for module in unused_vision_modules(model):
+        module.requires_grad_(False)
+    return count_parameters(model)
+
+
+def unused_vision_modules(model: Any) -> list[torch.nn.Module]:
+    """Vision-tower modules whose output LLaVA never uses (so they never get gradients).
+
+    LLaVA takes the hidden states of ``vision_feature_layer``: the tower's final layer
+    norm (and, for a layer before the last, the layers after it) do not reach the loss.
+    They are frozen so that distributed training does not wait for their gradients.
+    """
+    tower = model_parts(model)["vision"][0]
+    tower = getattr(tower, "vision_model", tower)
+    unused: list[torch.nn.Module] = []
+    post = getattr(tower, "post_layernorm", None)
+    if post is not None:
+        unused.append(post)
+    layers = getattr(getattr(tower, "encoder", None), "layers", None)
+    feature = getattr(model.config, "vision_feature_layer", -1)
+    if layers is not None:
+        wanted = (
+            feature
+            if isinstance(feature, int)
+            else max(feature, key=lambda i: i % (len(layers) + 1))
+        )
+        unused.extend(layers[wanted % (len(layers) + 1) :])
+    return unused
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    params = {id(p): p for p in model.parameters()}.values()
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def apply_lora(model: PreTrainedModel, options: LoraOptions) -> Any:
+    """Wrap ``model`` with LoRA adapters (vision tower frozen, projector optional)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=options.r,
+        lora_alpha=options.alpha,
+        lora_dropout=options.dropout,
+        target_modules=options.target_modules,
+        modules_to_save=["multi_modal_projector"] if options.train_projector else None,
+        init_lora_weights=options.init_lora_weights,
+        bias="none",
+    )
+    return get_peft_model(model, config)
+
+
+def merge_lora(
+    base: str | os.PathLike[str],
+    adapter: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    dtype: str | torch.dtype | None = None,
+) -> Path:
+    """Merge a saved LoRA adapter into its base model; save model + processor to ``out_dir``.
+
+    Example:
+        >>> merge_lora("llava-1.5-7b-hf/", "run/adapter", "run/merged")  # doctest: +SKIP
+    """
+    from peft import PeftModel
+
+    model, processor = load_model(base, dtype=dtype or torch.float32)
+    try:
+        peft_model = PeftModel.from_pretrained(model, os.fspath(adapter))
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"could not load the LoRA adapter from {adapter}: {err}") from err
+    merged = peft_model.merge_and_unload()
+    out = Path(out_dir)
+    merged.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _uses_accelerate_deepspeed() -> bool:
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true", "yes")
+
+
+def training_arguments(
+    preset: FinetunePreset,
+    output_dir: str | os.PathLike[str],
+    *,
+    deepspeed: str | dict[str, Any] | None = "preset",
+    progress: bool = True,
+    world_size: int | None = None,
+) -> TrainingArguments:
+    """HF ``TrainingArguments`` for ``preset`` (global batch via gradient accumulation).
+
+    ``deepspeed="preset"`` uses the preset's ZeRO-3 settings on GPUs (dropped, with a log
+    line, on CPU or when ``accelerate launch`` already configures DeepSpeed); a path or
+    dict is used as given; ``None`` turns DeepSpeed off.
+
+    Raises:
+        InputError: the global batch is not a multiple of per-device batch × processes.
+    """
+    world = world_size or _world_size()
+    per_step = preset.per_device_batch_size * world
+    if preset.global_batch_size % per_step:
+        raise InputError(
+            f"global batch {preset.global_batch_size} is not a multiple of per-device batch "
+            f"{preset.per_device_batch_size} × {world} process(es); change one of them"
+        )
+    accumulation = preset.global_batch_size // per_step
+    cuda = torch.cuda.is_available()
+    ds: str | dict[str, Any] | None = deepspeed
+    if deepspeed == "preset":
+        ds = preset.deepspeed
+        if ds is not None and (not cuda or _uses_accelerate_deepspeed()):
+            why = "no GPU" if not cuda else "accelerate launch configures DeepSpeed"
+            logger.info(
+                "preset %s: its DeepSpeed ZeRO-3 settings are not used (%s)", preset.name, why
+            )
+            ds = None
+    if ds is not None:
+        try:
+            import deepspeed as _  # noqa: F401
+        except ImportError as err:
+            raise InputError(
+                "DeepSpeed is requested but not installed; `pip install somprobe[deepspeed]` "
+                "or run with deepspeed off (--deepspeed off)"
+            ) from err
+    bf16 = preset.bf16
+    if bf16 and cuda and not torch.cuda.is_bf16_supported():
+        logger.warning("this GPU has no bf16; training in fp32")
+        bf16 = False
+    return TrainingArguments(
+        output_dir=os.fspath(output_dir),
+        per_device_train_batch_size=preset.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=preset.learning_rate,
+        lr_scheduler_type=preset.lr_scheduler,
+        lr_scheduler_kwargs=dict(preset.lr_scheduler_kwargs),
+        warmup_steps=preset.warmup,
+        weight_decay=preset.weight_decay,
+        num_train_epochs=preset.epochs,
+        max_steps=preset.max_steps,
+        max_grad_norm=preset.max_grad_norm,
+        bf16=bf16,
+        logging_steps=preset.logging_steps,
+        save_strategy="steps",
+        save_steps=preset.save_steps,
+        save_total_limit=preset.save_total_limit,
+        seed=preset.seed,
+        data_seed=preset.seed,
+        dataloader_num_workers=preset.dataloader_workers,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=not progress,
+        use_cpu=not cuda,
+        deepspeed=ds,
+        ddp_find_unused_parameters=False,
+        **_checkpointing_kwargs(preset.gradient_checkpointing),
+    )
+
+
+def _checkpointing_kwargs(enabled: bool) -> dict[str, Any]:
+    """Gradient checkpointing (non-reentrant) under the name this transformers uses."""
+    if not enabled:
+        return {}
+    params = inspect.signature(TrainingArguments).parameters
+    name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in params
+        else ("gradient_checkpointing")
+    )
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
+def finetune(
+    model: str | os.PathLike[str],
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    image_folder: str | os.PathLike[str] | None,
+    output_dir: str | os.PathLike[str],
+    *,
+    preset: str | FinetunePreset = "toy",
+    lora: LoraOptions | None = None,
+    resume: bool | str = True,
+    callbacks: Sequence[TrainerCallback] = (),
+    deepspeed: str | dict[str, Any] | None = "preset",
+    on_bad_record: OnBadRecord = "skip",
+    system_prompt: str | None = None,
+    save_dtype: str | torch.dtype | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> FinetuneResult:
+    """Train ``model`` on LLaVA JSON ``data`` and save the result in ``output_dir``.
+
+    Args:
+        model: a LLaVA checkpoint folder (or a hub name in the local cache).
+        data: LLaVA ``.json``/``.jsonl`` file(s).
+        image_folder: the folder the records' ``image`` paths are relative to.
+        output_dir: checkpoints, the final model + processor, ``finetune_summary.json``.
+        preset: ``"toy"``, ``"som-llava-1.5"`` or a :class:`FinetunePreset`.
+        lora: train LoRA adapters instead of full weights.
+        resume: ``True`` continues from the last checkpoint in ``output_dir`` if any;
+            a path resumes from that checkpoint; ``False`` starts afresh.
+        callbacks: extra ``TrainerCallback`` objects (e.g. :class:`PeriodicEval`).
+        deepspeed: see :func:`training_arguments`.
+        on_bad_record: ``"skip"`` (count and report) or ``"error"``.
+        system_prompt: see :func:`~somprobe.finetune.template.render_conversation`.
+        save_dtype: dtype of the saved final weights (e.g. "float16"); default as trained.
+        progress: show the progress bar.
+        **overrides: any :class:`FinetunePreset` field (``max_steps``, ``learning_rate``,
+            ``global_batch_size``, ``per_device_batch_size``, ``trainable``, ...).
+
+    Returns:
+        A :class:`FinetuneResult`.
+    """
+    spec = get_preset(preset, **overrides)
+    out = Path(output_dir)
+    args = training_arguments(spec, out, deepspeed=deepspeed, progress=progress)
+    # TrainingArguments come first so that ZeRO-3 can shard the weights while they load.
+    net, processor = load_model(model, dtype=torch.float32)
+    text_config = getattr(net.config, "text_config", net.config)
+    dataset = LlavaSFTDataset(
+        data,
+        image_folder,
+        processor,
+        template=spec.template,
+        system_prompt=system_prompt,
+        image_aspect_ratio=spec.image_aspect_ratio,
+        max_length=spec.max_length,
+        max_position_embeddings=getattr(text_config, "max_position_embeddings", None),
+        on_bad_record=on_bad_record,
+    )
+    if dataset.skipped.total:
+        logger.warning("%s", dataset.skipped.summary())
+    if lora is not None:
+        set_trainable(net, "projector" if lora.train_projector else "all")
+        net.requires_grad_(False)
+        net = apply_lora(net, lora)
+        if spec.gradient_checkpointing:
+            net.enable_input_require_grads()
+    else:
+        set_trainable(net, spec.trainable)
+    n_trainable, n_total = count_parameters(net)
+    trainer = Trainer(
+        model=net,
+        args=args,
+        train_dataset=dataset,
+        data_collator=SFTCollator(pad_token_id=processor.tokenizer.pad_token_id),
+        callbacks=list(callbacks),
+    )
+    checkpoint: str | None = None
+    if isinstance(resume, str | os.PathLike):
+        checkpoint = os.fspath(resume)
+    elif resume and out.is_dir():
+        checkpoint = get_last_checkpoint(os.fspath(out))
+    if checkpoint:
+        logger.info("resuming from %s", checkpoint)
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    _save(trainer, processor, out, lora, save_dtype)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    steps_run = trainer.state.global_step - _step_of(checkpoint)
+    result = FinetuneResult(
+        output_dir=os.fspath(out),
+        preset=spec.name,
+        global_step=trainer.state.global_step,
+        train_loss=float(output.training_loss) if output.training_loss is not None else None,
+        first_loss=losses[0] if losses else None,
+        last_loss=losses[-1] if losses else None,
+        seconds=seconds,
+        seconds_per_step=seconds / steps_run if steps_run > 0 else None,
+        world_size=args.world_size,
+        records=len(dataset),
+        skipped=dataset.skipped.to_dict(),
+        trainable_parameters=n_trainable,
+        total_parameters=n_total,
+        resumed_from=checkpoint,
+        lora=lora is not None,
+        hyperparameters=json.loads(spec.to_json()),
+    )
+    if trainer.is_world_process_zero():
+        with AtomicWriter(out / SUMMARY_FILE) as fh:
+            fh.write(result.to_json() + "\n")
+        logger.info(
+            "finetune done: %d steps in %.1f s, final loss %s; %d records used; %s",
+            result.global_step,
+            seconds,
+            result.last_loss,
+            result.records,
+            dataset.skipped.summary(),
+        )
+    return result
+
+
+def _step_of(checkpoint: str | None) -> int:
+    if not checkpoint:
+        return 0
+    state = Path(checkpoint) / "trainer_state.json"
+    if state.is_file():
+        return int(json.loads(state.read_text()).get("global_step", 0))
+    tail = Path(checkpoint).name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _save(
+    trainer: Trainer,
+    processor: Any,
+    out: Path,
+    lora: LoraOptions | None,
+    save_dtype: str | torch.dtype | None,
+) -> None:
+    dtype = resolve_dtype(save_dtype) if save_dtype is not None else None
+    deepspeed = trainer.is_deepspeed_enabled
+    if lora is not None:
+        trainer.model.save_pretrained(out / "adapter")  # type: ignore[union-attr,operator]
+        if lora.merge and deepspeed:
+            logger.warning(
+                "LoRA under DeepSpeed: adapter saved in %s; merge it afterwards with "
+                "`somprobe finetune merge-lora`",
+                out / "adapter",
+            )
+        elif lora.merge and trainer.is_world_process_zero():
+            merged = trainer.model.merge_and_unload()  # type: ignore[union-attr,operator]
+            if isinstance(dtype, torch.dtype):
+                merged.to(dtype)
+            merged.save_pretrained(out)
+    else:
+        if isinstance(dtype, torch.dtype) and not deepspeed:
+            trainer.model.to(dtype)  # type: ignore[union-attr,arg-type]
+        trainer.save_model(os.fspath(out))
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(out)
+
+
+__all__ = [
+    "LM_LINEAR_LAYERS",
+    "SUMMARY_FILE",
+    "FinetuneResult",
+    "LoraOptions",
+    "apply_lora",
+    "count_parameters",
+    "finetune",
+    "merge_lora",
+    "model_parts",
+    "set_trainable",
+    "training_arguments",
+    "unused_vision_modules",
+]
