@@ -84,9 +84,10 @@ def listing_alignment(
         image_ids: names for the images in the output (default 0..n-1).
 
     Returns:
-        ``(scores, mentions)``: scores one row per mention × layer × head (with an
-        ``image`` column), mentions one row per mention (with ``image``, ``answer`` text
-        and ``captured``).
+        ``(scores, mentions)``: scores one row per mention × layer × head, mentions one
+        row per mention (with the ``answer`` text and ``captured``). In both, ``batch``
+        is the image's index in ``tagged`` and ``image`` its id, so ``(batch, mention)``
+        identifies a mention across the whole run.
     """
     if mode not in ("teacher_forced", "generated"):
         raise InputError(f"mode must be 'teacher_forced' or 'generated', got {mode!r}")
@@ -146,8 +147,10 @@ def listing_alignment(
                     k=k,
                     sinks=sinks,
                 )
+                scores["batch"] = index  # the image's index over the whole run
                 scores.insert(0, "image", ids[index])
                 score_frames.append(scores)
+            mentions["batch"] = index
             mentions.insert(0, "image", ids[index])
             mentions["answer"] = answer
             mention_frames.append(mentions)
