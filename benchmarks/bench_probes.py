@@ -27,6 +27,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -163,7 +164,7 @@ def main() -> None:
         mem_b.append(mem)
         print(f"rep {rep}: batched {a.layers} layers {dt:.1f} s", flush=True)
         for k in sk_layers:
-            dt, mem, (acc, it) = timed(lambda: sklearn_layer(feats, k, y, ntr, a.lam, a.max_iter))
+            dt, mem, (acc, it) = timed(partial(sklearn_layer, feats, k, y, ntr, a.lam, a.max_iter))
             t_s[k].append(dt)
             mem_s.append(mem)
             acc_s[k], iters_s[k] = acc, it

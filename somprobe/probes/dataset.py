@@ -79,11 +79,13 @@ class ProbeDataset:
             ``area`` (mask centroid over width/height and mask pixels over width × height),
             plus any extra columns the mentions table had.
         layers: the layer index of each entry of ``features``'s first axis.
+        target_columns: the ground-truth columns (category, metadata keys, region targets).
     """
 
     features: Float[Tensor, "layer sample dim"]
     samples: pd.DataFrame
     layers: list[int]
+    target_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n_layer, n_sample = self.features.shape[:2]
@@ -94,9 +96,17 @@ class ProbeDataset:
             )
 
     def targets(self) -> list[str]:
-        """Columns that can be probed: category, metadata keys and the region targets."""
-        skip = {"sample", "batch", "position", "image_id", "tag_id"}
-        return [c for c in self.samples.columns if c not in skip]
+        """Ground-truth columns worth probing: no missing values and two or more values.
+
+        Columns left out here (e.g. ``category`` when no tag has one) can still be named
+        explicitly, and then raise a :class:`~somprobe.errors.ProbeError` saying why.
+        """
+        out = []
+        for c in self.target_columns:
+            col = self.samples[c]
+            if not col.isna().any() and col.astype(str).nunique() >= 2:
+                out.append(c)
+        return out
 
 
 def region_targets(mask: np.ndarray, image_size: tuple[int, int]) -> tuple[float, float, float]:
@@ -221,7 +231,9 @@ def build_probe_dataset(
     features = torch.stack([h.to(dtype) for h in hidden], dim=1)
     check_finite(features, list(trace.layers))
     samples = pd.DataFrame(rows)
+    skip = {"sample", "batch", "position", "image_id", "tag_id"}
+    target_columns = tuple(c for c in samples.columns if c not in skip)
     extra = [c for c in mentions.columns if c not in samples.columns]
     for c in extra:
         samples[c] = mentions[c].to_numpy()
-    return ProbeDataset(features=features, samples=samples, layers=list(trace.layers))
+    return ProbeDataset(features, samples, list(trace.layers), target_columns)
