@@ -21,6 +21,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def main() -> None:
+    """Evaluate a LLaVA model on an eval split (see ``somprobe eval run --help``)."""
+
+
 @app.command()
 def run(
     model: Annotated[str, typer.Argument(help="Model folder or cached hub name.")],
