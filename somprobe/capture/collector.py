@@ -1,0 +1,110 @@
+"""The Recorder's query bookkeeping, fed with what another framework computed.
+
+The nnsight and TransformerLens backends run the model with eager attention, so the
+framework hands over full attention maps ``[batch, head, query, key]`` and layer outputs.
+:class:`MapCollector` decides which query rows each forward pass captures exactly as the
+native :class:`~somprobe.capture.Recorder` does (the same two pre-hooks on the embedding
+and the language model read the token ids and the KV-cache offset), keeps the selected
+rows, heads and key columns of each map, and assembles the same :class:`Trace`.
+
+Example:
+    >>> collector = MapCollector(model, backend="nnsight", queries="generated")
+    >>> with collector:
+    ...     ...  # run the model; per layer: collector.take_attention(layer, weights)
+    ...     ...  #                          collector.take_hidden(layer, layer_output)
+    >>> collector.trace
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from somprobe.capture.recorder import Recorder
+from somprobe.errors import CaptureError
+
+
+class BackendUnavailableError(CaptureError):
+    """A capture backend's package is missing, or it tried to install something at run time."""
+
+
+class MapCollector(Recorder):
+    """Select query rows like the Recorder; take attention maps and hidden states as given.
+
+    Args:
+        model: a ``LlavaForConditionalGeneration``.
+        backend: the name written to ``trace.backend``.
+        **options: the Recorder's options (queries, layers, heads, keys, attention,
+            hidden_states, include_prompt).
+    """
+
+    def __init__(self, model: torch.nn.Module, *, backend: str, **options: Any) -> None:
+        super().__init__(model, **options)
+        self.trace.backend = backend
+        self._heads_index = torch.tensor(self.heads)
+
+    def __enter__(self) -> MapCollector:
+        if self._entered:
+            raise CaptureError("a capture can be run once; make a new one for each run")
+        self._entered = True
+        try:
+            # read the modules now: a framework may have swapped them in already
+            self._handles.append(
+                self.adapter.embeddings.register_forward_pre_hook(self._on_embeddings)
+            )
+            self._handles.append(
+                self.adapter.language_model.register_forward_pre_hook(
+                    self._on_language_model, with_kwargs=True
+                )
+            )
+        except Exception:
+            self._restore()
+            raise
+        return self
+
+    def _restore(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def take_attention(self, layer: int, weights: Float[Tensor, "batch head query key"]) -> None:
+        """Keep the selected rows, heads and key columns of one layer's attention map."""
+        if not self.capture_attention or not self._rows:
+            return
+        by_batch: dict[int, list[tuple[int, int]]] = {}
+        for b, index, pos in self._rows:
+            by_batch.setdefault(b, []).append((index, pos))
+        heads = self._heads_index.to(weights.device)
+        for b, items in by_batch.items():
+            rows = torch.tensor([i for i, _ in items], device=weights.device)
+            probs = weights[b].index_select(0, heads).index_select(1, rows).float()
+            if self.keys == "image":
+                probs = probs.index_select(-1, self._key_index[b].to(probs.device))
+            for j, (_, pos) in enumerate(items):
+                self._buffer[(b, pos)]["attention"][layer] = probs[:, j].detach()
+
+    def take_hidden(self, layer: int, output: Any) -> None:
+        """Keep the selected rows of one decoder layer's output (the residual stream)."""
+        if not self.capture_hidden or not self._rows:
+            return
+        hidden = output[0] if isinstance(output, tuple) else output
+        for b, qi, pos in self._rows:
+            self._buffer[(b, pos)]["hidden"][layer] = hidden[b, qi].detach().float()
+
+    def _finish(self) -> None:
+        for (b, pos), parts in self._buffer.items():
+            for what, wanted in (
+                ("attention", self.capture_attention),
+                ("hidden", self.capture_hidden),
+            ):
+                missing = [la for la in self.layers if la not in parts[what]] if wanted else []
+                if missing:
+                    raise CaptureError(
+                        f"the {self.trace.backend} backend delivered no {what} for layer(s) "
+                        f"{missing} at sequence {b}, position {pos}; the model ran a path "
+                        "the backend does not observe (is it a standard LLaVA?)"
+                    )
+        super()._finish()
