@@ -294,3 +294,9 @@ if __name__ == "__main__":
     app()
 
 __all__ = ["app"]
+
+
+# `somprobe data toy OUT`: the toy world's dataset writer, defined with the toy world.
+from somprobe.data.toyworld.__main__ import toy as _toy  # noqa: E402
+
+app.command("toy")(_toy)

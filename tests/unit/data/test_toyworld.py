@@ -183,3 +183,17 @@ def test_explicit_mark_centers_must_lie_on_the_remaining_mask() -> None:
         tag_regions(img, [m], centers=[(20.0, 20.0)], min_area=0)
     with pytest.raises(InputError, match="centers has 2"):
         tag_regions(img, [m], centers=[None, None])
+
+
+def test_toy_dataset_from_the_somprobe_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from somprobe.cli import app
+
+    out = tmp_path / "toy"
+    result = CliRunner().invoke(
+        app, ["data", "toy", str(out), "--train", "6", "--eval", "3", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "train" / "mix_som.json").exists()
+    assert (out / "eval" / "listing.json").exists()
