@@ -290,6 +290,34 @@ def training_arguments(
     )
 
 
+class ResumableTrainer(Trainer):
+    """``Trainer`` whose resume restores the weights of a LLaVA checkpoint.
+
+    transformers 5 saves LLaVA checkpoints under the original hub key names
+    (``language_model.model.layers...``) while the live model uses the new ones
+    (``model.language_model.layers...``); ``Trainer`` loads a checkpoint's weights with a
+    plain ``load_state_dict(strict=False)``, which matches no key, only warns, and resumes
+    from the initial weights. Here the weights are read back with ``from_pretrained``
+    (which converts the names) and copied in strictly. Adapters, FSDP and DeepSpeed
+    checkpoints keep the Trainer's own loading.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        target: Any = model if model is not None else self.model
+        folder = Path(resume_from_checkpoint)
+        plain = any(
+            (folder / name).is_file()
+            for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+        )
+        if not plain or self.is_fsdp_enabled or hasattr(target, "peft_config"):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        dtype = next(target.parameters()).dtype
+        saved = type(target).from_pretrained(os.fspath(folder), dtype=dtype)
+        target.load_state_dict(saved.state_dict(), strict=True)
+        del saved
+
+
 def _checkpointing_kwargs(enabled: bool) -> dict[str, Any]:
     """Gradient checkpointing (non-reentrant) under the name this transformers uses."""
     if not enabled:
@@ -371,7 +399,7 @@ def finetune(
     else:
         set_trainable(net, spec.trainable)
     n_trainable, n_total = count_parameters(net)
-    trainer = Trainer(
+    trainer = ResumableTrainer(
         model=net,
         args=args,
         train_dataset=dataset,
@@ -468,6 +496,7 @@ __all__ = [
     "SUMMARY_FILE",
     "FinetuneResult",
     "LoraOptions",
+    "ResumableTrainer",
     "apply_lora",
     "count_parameters",
     "finetune",

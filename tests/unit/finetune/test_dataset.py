@@ -166,9 +166,7 @@ def test_bad_records_raise_when_asked(tiny_llava, folder: Path, bad: int, messag
 def test_default_limit_is_the_models_position_limit(tiny_llava, folder: Path) -> None:  # type: ignore[no-untyped-def]
     model, processor = tiny_llava
     limit = model.config.text_config.max_position_embeddings
-    ds = LlavaSFTDataset(
-        bad_records(folder)[:1], folder, processor, max_position_embeddings=limit
-    )
+    ds = LlavaSFTDataset(bad_records(folder)[:1], folder, processor, max_position_embeddings=limit)
     assert ds.max_length == min(limit, processor.tokenizer.model_max_length)
     ds = LlavaSFTDataset(bad_records(folder)[:1], folder, processor, max_position_embeddings=90)
     assert ds.max_length == 90
@@ -176,11 +174,11 @@ def test_default_limit_is_the_models_position_limit(tiny_llava, folder: Path) ->
 
 def test_nothing_usable_and_unreadable_image(tiny_llava, folder: Path) -> None:  # type: ignore[no-untyped-def]
     _, processor = tiny_llava
-    with pytest.raises(DataFormatError, match="no usable training record.*missing_image=1"):
+    with pytest.raises(DataFormatError, match=r"no usable training record.*missing_image=1"):
         LlavaSFTDataset([bad_records(folder)[1]], folder, processor)
     (folder / "broken.png").write_bytes(b"not a png")
     ds = LlavaSFTDataset([make_record("b", "broken.png", [("Q?", "A")])], folder, processor)
-    with pytest.raises(DataFormatError, match="id='b'.*cannot be read"):
+    with pytest.raises(DataFormatError, match=r"id='b'.*cannot be read"):
         ds[0]
     with pytest.raises(InputError, match="no image folder"):
         LlavaSFTDataset(bad_records(folder)[:1], None, processor)

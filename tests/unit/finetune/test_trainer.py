@@ -1,0 +1,160 @@
+"""finetune(): loss goes down, vision tower frozen, resume = uninterrupted, LoRA round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from somprobe.data import make_record, read_records, write_records
+from somprobe.data.llava_json import LlavaRecord, Turn
+from somprobe.finetune import LlavaSFTDataset, LoraOptions, SFTCollator, finetune, merge_lora
+from somprobe.finetune.trainer import SUMMARY_FILE, unused_vision_modules
+from somprobe.models import load_model
+
+FAST = {
+    "global_batch_size": 4,
+    "per_device_batch_size": 4,
+    "warmup": 2,
+    "logging_steps": 1,
+    "save_steps": 1000,
+    "progress": False,
+}
+
+
+def batch_loss(model: Any, processor: Any, data: Path, images: Path) -> float:
+    ds = LlavaSFTDataset(data, images, processor)
+    batch = SFTCollator(processor.tokenizer.pad_token_id)([ds[i] for i in range(8)])
+    model.eval()
+    with torch.no_grad():
+        return float(model(**batch).loss)
+
+
+def test_twenty_steps_lower_the_loss(tiny_llava_path: Path, colour_set, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data, images = colour_set
+    before_model, processor = load_model(tiny_llava_path)
+    before = batch_loss(before_model, processor, data, images)
+    result = finetune(
+        tiny_llava_path, data, images, tmp_path / "run", preset="toy", max_steps=20,
+        trainable="projector+lm", **FAST,
+    )  # fmt: skip
+    after_model, _ = load_model(tmp_path / "run")
+    after = batch_loss(after_model, processor, data, images)
+    assert result.global_step == 20 and result.records == 24
+    assert after < 0.6 * before, (before, after)
+    assert result.last_loss is not None and result.first_loss is not None
+    assert result.last_loss < result.first_loss
+    # vision tower frozen (SoM-LLaVA), projector and language model trained
+    old, new = before_model.state_dict(), after_model.state_dict()
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    assert not any(k.startswith("model.vision_tower.") for k in changed)
+    assert any(k.startswith("model.multi_modal_projector.") for k in changed)
+    assert any(k.startswith("model.language_model.") for k in changed)
+    summary = json.loads((tmp_path / "run" / SUMMARY_FILE).read_text())
+    assert summary["global_step"] == 20 and summary["skipped"]["total"] == 0
+    assert summary["trainable_parameters"] < summary["total_parameters"]
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfterSave(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        if state.global_step == self.step:
+            raise Crash(f"killed after saving step {self.step}")
+
+
+def test_stop_and_resume_equals_uninterrupted(
+    tiny_llava_path: Path, colour_set, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    data, images = colour_set
+    common: dict[str, Any] = {**FAST, "max_steps": 8, "save_steps": 4, "preset": "toy"}
+    finetune(tiny_llava_path, data, images, tmp_path / "straight", **common)
+    with pytest.raises(Crash):
+        finetune(
+            tiny_llava_path, data, images, tmp_path / "broken", callbacks=[CrashAfterSave(4)],
+            **common,
+        )  # fmt: skip
+    assert (tmp_path / "broken" / "checkpoint-4").is_dir()
+    resumed = finetune(tiny_llava_path, data, images, tmp_path / "broken", **common)
+    assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-4")
+    assert resumed.global_step == 8
+    a, _ = load_model(tmp_path / "straight")
+    b, _ = load_model(tmp_path / "broken")
+    base, _ = load_model(tiny_llava_path)
+    moved = 0.0
+    for (name, pa), pb, p0 in zip(
+        a.state_dict().items(), b.state_dict().values(), base.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
+        moved = max(moved, float((pa - p0).abs().max()))
+    assert moved > 1e-3  # the runs did train
+
+
+def test_lora_save_load_merge_round_trip(tiny_llava_path: Path, colour_set, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from peft import PeftModel
+
+    data, images = colour_set
+    lora = LoraOptions(r=4, alpha=8, dropout=0.0, init_lora_weights=False)
+    result = finetune(
+        tiny_llava_path, data, images, tmp_path / "lora", preset="toy", lora=lora, max_steps=3,
+        **FAST,
+    )  # fmt: skip
+    assert result.lora and result.trainable_parameters < result.total_parameters / 2
+    base, processor = load_model(tiny_llava_path)
+    ds = LlavaSFTDataset(data, images, processor)
+    batch = SFTCollator(processor.tokenizer.pad_token_id)([ds[i] for i in range(4)])
+    with torch.no_grad():
+        plain = base(**batch).logits
+        adapted = PeftModel.from_pretrained(base, tmp_path / "lora" / "adapter").eval()
+        with_adapter = adapted(**batch).logits
+        merged_model, _ = load_model(tmp_path / "lora")
+        merged = merged_model(**batch).logits
+        again, _ = load_model(
+            merge_lora(tiny_llava_path, tmp_path / "lora" / "adapter", tmp_path / "m2")
+        )
+        merged_again = again(**batch).logits
+    assert (with_adapter - plain).abs().max() > 1e-2  # the adapter changes the model
+    torch.testing.assert_close(merged, with_adapter, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(merged_again, with_adapter, rtol=1e-4, atol=1e-4)
+    # the merged checkpoint is a plain LLaVA model (no adapter weights left)
+    assert not any("lora" in k for k in merged_model.state_dict())
+
+
+def test_bad_records_reported_at_the_end(tiny_llava_path: Path, colour_set, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data, images = colour_set
+    records = [
+        *read_records(data)[:8],
+        make_record("gone", "nope.png", [("Q?", "A")]),
+        LlavaRecord("mute", "0.png", [Turn("human", "<image>\nQ?")]),
+    ]
+    path = tmp_path / "bad.json"
+    write_records(records, path)
+    result = finetune(
+        tiny_llava_path, path, images, tmp_path / "run", preset="toy", max_steps=1,
+        save_dtype="float16", **FAST,
+    )  # fmt: skip
+    assert result.records == 8
+    assert result.skipped["counts"] == {"missing_image": 1, "no_assistant_turn": 1}
+    saved = json.loads((tmp_path / "run" / SUMMARY_FILE).read_text())
+    assert saved["skipped"]["examples"] == {
+        "missing_image": ["gone"],
+        "no_assistant_turn": ["mute"],
+    }
+    model, _ = load_model(tmp_path / "run")
+    assert next(model.parameters()).dtype == torch.float16
+
+
+def test_unused_vision_modules_get_no_gradient(tiny_llava) -> None:  # type: ignore[no-untyped-def]
+    model, _ = tiny_llava
+    unused = unused_vision_modules(model)
+    names = {n for n, m in model.named_modules() if any(m is u for u in unused)}
+    assert names == {"model.vision_tower.post_layernorm"}
