@@ -1,10 +1,10 @@
 """Probe datasets: hidden states at tag-mention tokens plus what each tag marks.
 
-The capture engine (``somprobe.capture.Trace``) is connected through :class:`TraceLike`, a
-small structural interface: anything with ``layers`` (captured layer indices) and
-``hidden(batch, position)`` returning a ``[layer, dim]`` tensor works, including a stand-in
-object built from plain tensors. The real ``Trace`` is expected to satisfy it as is; until
-then tests use such a stand-in.
+The capture engine is connected through :class:`TraceLike`, a small structural interface:
+anything with ``layers`` (captured layer indices) and ``hidden(batch, position)`` returning
+a ``[layer, dim]`` tensor works. ``somprobe.capture.Trace`` satisfies it (its optional
+``queries`` table is used to check mention positions early); so does a stand-in built
+from plain tensors, as in the example below.
 
 Example:
     >>> import numpy as np, pandas as pd, torch
