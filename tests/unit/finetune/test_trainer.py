@@ -158,3 +158,31 @@ def test_unused_vision_modules_get_no_gradient(tiny_llava) -> None:  # type: ign
     unused = unused_vision_modules(model)
     names = {n for n, m in model.named_modules() if any(m is u for u in unused)}
     assert names == {"model.vision_tower.post_layernorm"}
+
+
+def test_periodic_eval_writes_a_tidy_curve(
+    tiny_llava_path: Path, colour_set, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    from somprobe.finetune import PeriodicEval
+
+    data, images = colour_set
+    seen: list[bool] = []
+
+    def fn(model: Any) -> dict[str, float]:
+        seen.append(model.training)
+        return {"weight_sum": float(next(model.parameters()).sum()), "one": 1.0}
+
+    curve = tmp_path / "curve.csv"
+    cb = PeriodicEval(fn, every=2, csv_path=curve, labels={"model": "m"})
+    finetune(
+        tiny_llava_path, data, images, tmp_path / "run", preset="toy", max_steps=4,
+        callbacks=[cb], **FAST,
+    )  # fmt: skip
+    table = pd.read_csv(curve)
+    assert list(table.columns) == ["model", "step", "metric", "value", "seconds"]
+    assert sorted(set(table["step"])) == [0, 2, 4] and len(table) == 6
+    assert seen == [False, False, False]  # evaluated in eval mode
+    sums = table[table["metric"] == "weight_sum"]["value"].tolist()
+    assert sums[0] != sums[-1]
