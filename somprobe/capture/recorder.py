@@ -207,6 +207,10 @@ class Recorder:
         self._step = -1
         self._key_index: dict[int, Tensor] = {}
         self._buffer: dict[tuple[int, int], dict[str, dict[int, Tensor]]] = {}
+        # per pass: the rows grouped by batch item as index tensors (built on first use)
+        self._groups: list[tuple[int, Tensor, list[int], bool]] | None = None
+        self._q_len = 0
+        self._head_indices: dict[tuple[Any, int], tuple[Tensor | None, Tensor | None]] = {}
 
     def _on_embeddings(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         self._pass_ids = args[0] if args and isinstance(args[0], Tensor) else None
@@ -237,6 +241,8 @@ class Recorder:
         self._step += 1
         self._offset = offset
         self._rows = self._select(ids, batch, q_len, offset)
+        self._groups = None
+        self._q_len = q_len
         for b, _, pos in self._rows:
             token = int(ids[b, pos - offset]) if ids is not None else -1
             self.trace.records.append(QueryRecord(b, pos, token, self._step))
@@ -281,12 +287,14 @@ class Recorder:
                 "call generate()/forward() with input_ids"
             )
         pad_id = getattr(self.adapter.text_config, "pad_token_id", None)
+        first = 0  # prompt tokens are skipped unless a predicate may include them
+        if not (self.include_prompt and self._predicate):
+            first = max(0, min(q_len, prompt_length - offset))
         for b in range(batch):
-            for i in range(q_len):
+            row_ids = ids[b].tolist()
+            for i in range(first, q_len):
                 pos = offset + i
-                token = int(ids[b, i])
-                if pos < prompt_length and not (self.include_prompt and self._predicate):
-                    continue
+                token = row_ids[i]
                 if self._generated:
                     if token != pad_id:
                         rows.append((b, i, pos))
@@ -308,22 +316,49 @@ class Recorder:
         layer = int(module.layer_idx)  # type: ignore[arg-type]
         n_heads, kv_len = query.shape[1], key.shape[2]
         n_rep = n_heads // key.shape[1]
-        heads = torch.tensor(self.heads, device=query.device)
+        heads, kv_heads = self._heads_for(query.device, n_heads, n_rep)
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        by_batch: dict[int, list[tuple[int, int]]] = {}
-        for b, index, pos in self._rows:
-            by_batch.setdefault(b, []).append((index, pos))
-        for b, items in by_batch.items():
-            rows = torch.tensor([i for i, _ in items], device=query.device)
-            q = query[b].index_select(0, heads).index_select(1, rows).float()  # [H, n, d]
-            k = key[b].index_select(0, torch.div(heads, n_rep, rounding_mode="floor")).float()
+        for b, rows, positions, every_row in self._row_groups(query.device):
+            q = query[b] if heads is None else query[b].index_select(0, heads)
+            q = (q if every_row else q.index_select(1, rows)).float()  # [H, n, d]
+            k = key[b] if kv_heads is None else key[b].index_select(0, kv_heads)
+            k = k.contiguous().float()  # no copy for a float32 KV cache
             scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # [H, n, kv]
-            scores = self._apply_mask(scores, mask, b, rows, [p for _, p in items], kv_len)
+            scores = self._apply_mask(scores, mask, b, rows, positions, kv_len)
             probs = torch.softmax(scores, dim=-1)
             if self.keys == "image":
                 probs = probs.index_select(-1, self._key_index[b].to(probs.device))
-            for j, (_, pos) in enumerate(items):
-                self._buffer[(b, pos)]["attention"][layer] = probs[:, j].detach()
+            buffer = self._buffer
+            for j, pos in enumerate(positions):
+                buffer[(b, pos)]["attention"][layer] = probs[:, j].detach()
+
+    def _heads_for(
+        self, device: torch.device, n_heads: int, n_rep: int
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Query-head and KV-head indices; None where the selection keeps every head as is."""
+        cached = self._head_indices.get((device, n_rep))
+        if cached is None:
+            every = self.heads == list(range(n_heads))
+            heads = torch.tensor(self.heads, device=device)
+            kv_heads = torch.div(heads, n_rep, rounding_mode="floor")
+            cached = (None if every else heads, None if every and n_rep == 1 else kv_heads)
+            self._head_indices[(device, n_rep)] = cached
+        return cached
+
+    def _row_groups(self, device: torch.device) -> list[tuple[int, Tensor, list[int], bool]]:
+        """This pass's rows by batch item: (batch, query indices, positions, all rows?)."""
+        if self._groups is None:
+            by_batch: dict[int, list[tuple[int, int]]] = {}
+            for b, index, pos in self._rows:
+                by_batch.setdefault(b, []).append((index, pos))
+            groups = []
+            for b, items in by_batch.items():
+                indices = [i for i, _ in items]
+                every_row = indices == list(range(self._q_len))
+                rows = torch.tensor(indices, device=device)
+                groups.append((b, rows, [p for _, p in items], every_row))
+            self._groups = groups
+        return self._groups
 
     @staticmethod
     def _apply_mask(
@@ -335,6 +370,8 @@ class Recorder:
         kv_len: int,
     ) -> Tensor:
         if mask is None:  # plain causal attention, no padding
+            if min(positions) >= kv_len - 1:  # every key is visible (e.g. one decoding step)
+                return scores
             pos = torch.tensor(positions, device=scores.device)
             allowed = torch.arange(kv_len, device=scores.device)[None, :] <= pos[:, None]
             return scores.masked_fill(~allowed[None], float("-inf"))
