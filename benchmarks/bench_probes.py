@@ -113,9 +113,9 @@ def batched(
         pred = predict_logits(fit, x[:, ntr:]).argmax(-1)[:, 0].numpy()
         acc += list((pred == y[None, ntr:]).mean(1))
         iters += fit.n_iter[:, 0].tolist()
+        accs = " ".join(f"{v:.4f}" for v in acc[-L:])
         print(
-            f"  batched layers {start}-{start + L - 1}: acc {acc[-L:]}, iters {iters[-L:]}",
-            flush=True,
+            f"  batched layers {start}-{start + L - 1}: acc {accs}, iters {iters[-L:]}", flush=True
         )
         del x, fit
     return np.array(acc), np.array(iters)
