@@ -6,17 +6,27 @@ The public API, re-exported from the modules that own it (see README.md for reci
   :func:`build_prompt`, :func:`prepare_inputs`
 * tagging: :func:`tag_regions`, :class:`TagSet`, :func:`save_tagset`, :func:`load_tagset`,
   :class:`Region` and the region sources
-* capture: :class:`Recorder`, :class:`Trace`, :func:`teacher_force`,
-  :func:`digit_token_filter`
+* capture: :class:`Recorder`, :class:`Trace`, :func:`capture` (native, nnsight or
+  TransformerLens backend), :func:`teacher_force`, :func:`digit_token_filter`
 * measurement: :func:`find_tag_mentions`, :func:`score_alignment`,
   :func:`aggregate_by_layer`, :func:`aggregate_by_head`, :func:`compare_models`,
   :func:`listing_alignment`
-* probes, data, evaluations, finetuning: the subpackages ``somprobe.probes``,
-  ``somprobe.data``, ``somprobe.evals``, ``somprobe.finetune``
+* probes: :func:`build_probe_dataset`, :func:`run_probes`, :func:`probe_layers`,
+  :func:`compare_probes`
+* data, evaluations, finetuning: the subpackages ``somprobe.data``, ``somprobe.evals``,
+  ``somprobe.finetune``
 """
 
 from somprobe.align import aggregate_by_head, aggregate_by_layer, score_alignment
-from somprobe.capture import QueryRecord, Recorder, Trace, digit_token_filter, teacher_force
+from somprobe.capture import (
+    CaptureResult,
+    QueryRecord,
+    Recorder,
+    Trace,
+    capture,
+    digit_token_filter,
+    teacher_force,
+)
 from somprobe.errors import (
     CaptureError,
     DataFormatError,
@@ -37,6 +47,14 @@ from somprobe.models import (
     load_model,
     prepare_inputs,
 )
+from somprobe.probes import (
+    ProbeDataset,
+    ProbeResult,
+    build_probe_dataset,
+    compare_probes,
+    probe_layers,
+    run_probes,
+)
 from somprobe.regions import (
     Region,
     from_coco,
@@ -53,12 +71,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CaptureError",
+    "CaptureResult",
     "DataFormatError",
     "ImageLayout",
     "InputError",
     "LayoutError",
     "ModelLoadError",
+    "ProbeDataset",
     "ProbeError",
+    "ProbeResult",
     "QueryRecord",
     "Recorder",
     "Region",
@@ -72,9 +93,12 @@ __all__ = [
     "__version__",
     "aggregate_by_head",
     "aggregate_by_layer",
+    "build_probe_dataset",
     "build_prompt",
     "build_tiny_llava",
+    "capture",
     "compare_models",
+    "compare_probes",
     "digit_token_filter",
     "find_tag_mentions",
     "from_coco",
@@ -86,6 +110,8 @@ __all__ = [
     "load_model",
     "load_tagset",
     "prepare_inputs",
+    "probe_layers",
+    "run_probes",
     "save_tagset",
     "score_alignment",
     "tag_regions",
