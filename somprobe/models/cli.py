@@ -7,7 +7,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,7 +30,7 @@ def build_tiny(
     ] = False,
 ) -> None:
     """Write a tiny LLaVA that AutoProcessor / AutoModelForImageTextToText load offline."""
-    overrides: dict[str, object] = {"seed": seed, "pad_to_square": pad_to_square}
+    overrides: dict[str, Any] = {"seed": seed, "pad_to_square": pad_to_square}
     if text_width is not None:
         overrides["text_width"] = text_width
     if text_layers is not None:
