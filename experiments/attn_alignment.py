@@ -214,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary: dict[str, Any] = {"untrained_stand_ins": untrained, "images": len(tagged)}
     for mode in modes:
         if scores[("base", mode)].empty or scores[("som", mode)].empty:
-            summary[mode] = "no scored mentions for one of the models"
+            counts = {names[k]: int(mentions[(k, mode)]["captured"].sum()) for k in ("base", "som")}
+            summary[mode] = f"no paired comparison: tag mentions scored per model {counts}"
             continue
         per = {k: aggregate_by_layer(scores[(k, mode)], per_mention=True) for k in ("base", "som")}
         pair_on = ["batch", "mention", "tag_id"]
@@ -275,7 +276,9 @@ def summarise(
 ) -> dict[str, Any]:
     """Per metric, the layer where the SoM model gains most, with its interval."""
     out: dict[str, Any] = {
-        "mentions": {names[k]: int(v["mention"].nunique()) for k, v in per.items()}
+        "mentions": {
+            names[k]: len(v[["batch", "mention"]].drop_duplicates()) for k, v in per.items()
+        }
     }
     for metric, group in comp.groupby("metric"):
         row = group.sort_values("mean_diff").iloc[-1]

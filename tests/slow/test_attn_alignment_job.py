@@ -1,0 +1,32 @@
+"""The main job runs end to end on a small limit and writes its outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "attn_alignment.py"
+
+
+@pytest.mark.slow
+def test_main_job_on_a_small_limit(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("attn_alignment", SCRIPT)
+    assert spec and spec.loader
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    out, figures = tmp_path / "results", tmp_path / "figures"
+    args = ["--limit", "4", "--out", str(out), "--figures", str(figures), "--bootstrap", "200"]
+    assert job.main([*args, "--max-new-tokens", "24", "--no-progress"]) == 0
+    scores = pd.read_csv(out / "scores.csv.gz")
+    assert set(scores["model"]) == {"baseline", "SoM"}
+    assert {"share_object", "lift_object", "auroc", "layer", "head"} <= set(scores.columns)
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert {"ci_low", "ci_high", "p_adjusted"} <= set(comparison.columns)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 4
+    for name in ("attn_layer_curves_teacher_forced.png", "attn_top_patches.png"):
+        assert (figures / name).stat().st_size > 1000
