@@ -34,6 +34,14 @@ app = typer.Typer(
 )
 
 
+# Options shared by several commands, declared once.
+ShardOption = Annotated[
+    str | None, typer.Option(help="i/n: handle every n-th image from i (0-based).")
+]
+ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
+ImagePrefixOption = Annotated[str, typer.Option(help="Prepended to images/<key>.png in records.")]
+
+
 def _fail(err: SomprobeError) -> typer.Exit:
     typer.echo(f"error: {err}", err=True)
     return typer.Exit(code=2)
@@ -59,14 +67,12 @@ def tag(
     short_side: Annotated[
         int | None, typer.Option(help="Resize to this shorter side first (SoM-LLaVA: 640).")
     ] = None,
-    shard: Annotated[
-        str | None, typer.Option(help="i/n: handle every n-th image from i (0-based).")
-    ] = None,
+    shard: ShardOption = None,
     limit: Annotated[
         int | None, typer.Option(help="Stop after this many images of the shard.")
     ] = None,
     label_mode: Annotated[str, typer.Option(help="'number' or 'letter' labels.")] = "number",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
 ) -> None:
     """Tag images with Set-of-Mark numbers: writes images/<key>.png and tagsets/<key>.json."""
     from somprobe.data.runner import parse_shard
@@ -118,13 +124,9 @@ def listing(
     describer: Annotated[
         str | None, typer.Option(help="package.module:function turning (tag, image) into a phrase.")
     ] = None,
-    image_prefix: Annotated[
-        str, typer.Option(help="Prepended to images/<key>.png in records.")
-    ] = "",
-    shard: Annotated[
-        str | None, typer.Option(help="i/n: handle every n-th image from i (0-based).")
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    image_prefix: ImagePrefixOption = "",
+    shard: ShardOption = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Listing records: a sampled instruction and "1. <object>" lines in tag order."""
     from somprobe.data.build import build_listing
@@ -159,13 +161,9 @@ def qa(
     describer: Annotated[
         str | None, typer.Option(help="package.module:function for phrases.")
     ] = None,
-    image_prefix: Annotated[
-        str, typer.Option(help="Prepended to images/<key>.png in records.")
-    ] = "",
-    shard: Annotated[
-        str | None, typer.Option(help="i/n: handle every n-th image from i (0-based).")
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    image_prefix: ImagePrefixOption = "",
+    shard: ShardOption = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Tag-QA records: questions about the tags answered from the ground truth."""
     from somprobe.data.build import build_qa
@@ -221,7 +219,7 @@ def mix(
         bool, typer.Option(help="Shuffle the output (else sources in order).")
     ] = True,
     report: Annotated[Path | None, typer.Option(help="Also write the composition as CSV.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
 ) -> None:
     """Mix instruction files at given sizes, seeded; prints the composition."""
     from somprobe.data.llava_json import AtomicWriter
