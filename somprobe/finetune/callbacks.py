@@ -29,9 +29,10 @@ class PeriodicEval(TrainerCallback):
 
     ``fn`` gets the model in eval mode under ``torch.no_grad`` and returns metric → value.
     Rows ``(step, metric, value, seconds, **labels)`` accumulate in :attr:`rows` and,
-    when ``csv_path`` is given, are rewritten atomically to that CSV after each
-    evaluation; on resume, rows already in the CSV are kept. Only the main process
-    evaluates.
+    when ``csv_path`` is given, are written atomically to that CSV after each
+    evaluation. Rows with other ``labels`` in the file (e.g. another model trained at the
+    same time into the same CSV) are read back and kept at every write; on resume, this
+    callback's own rows already in the CSV are kept. Only the main process evaluates.
     """
 
     def __init__(
@@ -53,12 +54,16 @@ class PeriodicEval(TrainerCallback):
         self._done: set[int] = set()
         if self.csv_path is not None and self.csv_path.is_file():
             old = pd.read_csv(self.csv_path)
-            mine = pd.Series(True, index=old.index)
-            for key, value in self.labels.items():
-                if key in old:
-                    mine &= old[key].astype(str) == str(value)
-            self.rows = old.to_dict("records")
+            mine = self._mine(old)
+            self.rows = old[mine].to_dict("records")
             self._done = set(old.loc[mine, "step"].astype(int)) if "step" in old else set()
+
+    def _mine(self, frame: pd.DataFrame) -> pd.Series:
+        """Which rows of ``frame`` carry this callback's labels."""
+        mine = pd.Series(True, index=frame.index)
+        for key, value in self.labels.items():
+            mine &= frame[key].astype(str) == str(value) if key in frame else False
+        return mine
 
     def _evaluate(self, model: Any, step: int, state: TrainerState) -> None:
         if step in self._done or not state.is_world_process_zero:
@@ -84,8 +89,12 @@ class PeriodicEval(TrainerCallback):
         self._done.add(step)
         state.log_history.append({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
         if self.csv_path is not None:
+            table = pd.DataFrame(self.rows)
+            if self.csv_path.is_file():
+                on_disk = pd.read_csv(self.csv_path)
+                table = pd.concat([on_disk[~self._mine(on_disk)], table], ignore_index=True)
             with AtomicWriter(self.csv_path) as fh:
-                pd.DataFrame(self.rows).to_csv(fh, index=False)
+                table.to_csv(fh, index=False)
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any

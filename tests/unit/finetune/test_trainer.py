@@ -186,3 +186,26 @@ def test_periodic_eval_writes_a_tidy_curve(
     assert seen == [False, False, False]  # evaluated in eval mode
     sums = table[table["metric"] == "weight_sum"]["value"].tolist()
     assert sums[0] != sums[-1]
+
+
+def test_periodic_eval_keeps_rows_of_other_runs_in_a_shared_csv(tmp_path: Path) -> None:
+    """Two runs (e.g. baseline and SoM trained side by side) write one curve CSV."""
+    import pandas as pd
+    from transformers import TrainerState
+
+    from somprobe.finetune import PeriodicEval
+
+    curve = tmp_path / "curve.csv"
+    model = torch.nn.Linear(2, 2)
+    state = TrainerState()
+    a = PeriodicEval(lambda m: {"acc": 0.1}, every=1, csv_path=curve, labels={"model": "a"})
+    b = PeriodicEval(lambda m: {"acc": 0.2}, every=1, csv_path=curve, labels={"model": "b"})
+    a._evaluate(model, 0, state)
+    b._evaluate(model, 0, state)  # b was created before a's first write
+    a._evaluate(model, 5, state)  # a's write must keep b's rows
+    table = pd.read_csv(curve)
+    assert sorted(map(tuple, table[["model", "step"]].values.tolist())) == [
+        ("a", 0),
+        ("a", 5),
+        ("b", 0),
+    ]
