@@ -44,6 +44,16 @@ Correction = Literal["holm", "bh", "none"]
 Alternative = Literal["two-sided", "greater", "less"]
 
 
+def _finite_order(
+    p: Sequence[float] | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``p`` as floats, an all-NaN output of its shape, and its finite entries' indices in
+    ascending order of p (stable), for the step-wise corrections below."""
+    p = np.asarray(p, dtype=np.float64)
+    ok = np.flatnonzero(np.isfinite(p))
+    return p, np.full_like(p, np.nan), ok[np.argsort(p[ok], kind="stable")]
+
+
 def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
     """Holm step-down adjusted p-values (NaNs stay NaN and are not counted).
 
@@ -51,15 +61,11 @@ def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
         >>> holm([0.01, 0.04, 0.03]).round(3).tolist()
         [0.03, 0.06, 0.06]
     """
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full_like(p, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    scaled = (m - np.arange(m)) * p[order]
-    out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    p, out, order = _finite_order(p)
+    m = order.size
+    if m:
+        scaled = (m - np.arange(m)) * p[order]
+        out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
     return out
 
 
@@ -70,15 +76,11 @@ def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
         >>> benjamini_hochberg([0.01, 0.04, 0.03]).round(3).tolist()
         [0.03, 0.04, 0.04]
     """
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full_like(p, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    scaled = p[order] * m / np.arange(1, m + 1)
-    out[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    p, out, order = _finite_order(p)
+    m = order.size
+    if m:
+        scaled = p[order] * m / np.arange(1, m + 1)
+        out[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
     return out
 
 
