@@ -29,8 +29,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -148,6 +150,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fresh", action="store_true", help="discard earlier runs in --work (default: resume them)"
     )
+    p.add_argument(
+        "--parallel",
+        action="store_true",
+        help="after the shared data and stage 1, train both models at once in two "
+        "processes with 1 thread each (on 2 CPU cores ~2x the throughput of one after the other)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -192,20 +200,25 @@ def curve_fn(processor: Any, eval_dir: Path, limit: int, batch: int) -> Any:
     return fn
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
+def curve_path(work: Path, name: str) -> Path:
+    """One curve CSV per model, so parallel runs never write the same file."""
+    return work / f"curve_{name}.csv"
+
+
+def train(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     cuda = torch.cuda.is_available()
-    data = dataset(args)
-    train_dir, eval_dir = data / "train", data / "eval"
-    manifest = load_manifest(data)
     work = args.work
     if args.fresh:
-        for sub in ("init", "stage1", *MODELS, "curve.csv"):
+        for sub in ("init", "stage1", *MODELS, *(curve_path(work, m).name for m in MODELS)):
             target = work / sub
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
+    data = dataset(args)
+    train_dir, eval_dir = data / "train", data / "eval"
+    manifest = load_manifest(data)
     init = build_tiny_llava(work / "init", seed=args.seed, **MODEL_SHAPE)
     common: dict[str, Any] = {
         "preset": "toy",
@@ -235,15 +248,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         log.info("stage 1: %d steps, %.0f s, loss %.3f", stage1.global_step,
                  timings["stage1"], stage1.last_loss or float("nan"))  # fmt: skip
         start = work / "stage1"
-    curve = work / "curve.csv"
     cards: dict[str, Any] = {}
     names = [args.only] if args.only else list(MODELS)
+    if args.parallel and len(names) > 1 and not cuda:
+        return train_in_parallel(args, argv, names)
     for name in names:
         run_dir = work / name
         _, processor = load_model(start)
         periodic = PeriodicEval(
             curve_fn(processor, eval_dir, args.eval_samples, args.eval_batch_size),
-            args.eval_every, csv_path=curve, labels={"model": name},
+            args.eval_every, csv_path=curve_path(work, name), labels={"model": name},
         )  # fmt: skip
         t0 = time.perf_counter()
         result = finetune(
@@ -290,10 +304,61 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         cards[name] = card
         log.info("%s: %d steps in %.0f s; held-out:\n%s", name, result.global_step,
                  timings[name], final.to_string(index=False))  # fmt: skip
-    if curve.is_file():
-        shutil.copy2(curve, args.out / "toy_training_curve.csv")
-        plot_curve(pd.read_csv(curve), args.out / "toy_training_curve.png")
+    write_curve(args)
     return cards
+
+
+def write_curve(args: argparse.Namespace) -> None:
+    """Merge the per-model curve CSVs into ``<out>/toy_training_curve.{csv,png}``."""
+    parts = [pd.read_csv(f) for m in MODELS if (f := curve_path(args.work, m)).is_file()]
+    if not parts:
+        return
+    curve = pd.concat(parts, ignore_index=True).sort_values(["model", "step", "metric"])
+    tmp = args.out / "toy_training_curve.csv.tmp"
+    curve.to_csv(tmp, index=False)
+    tmp.replace(args.out / "toy_training_curve.csv")
+    plot_curve(curve, args.out / "toy_training_curve.png")
+
+
+def child_argv(argv: Sequence[str], name: str) -> list[str]:
+    """The parent's arguments for one child: no --parallel/--fresh/--only/--threads."""
+    out: list[str] = []
+    skip_value = False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+            continue
+        key = arg.split("=", 1)[0]
+        if key in ("--parallel", "--fresh"):
+            continue
+        if key in ("--only", "--threads"):
+            skip_value = "=" not in arg
+            continue
+        out.append(arg)
+    return [*out, "--only", name, "--threads", "1"]
+
+
+def train_in_parallel(
+    args: argparse.Namespace, argv: Sequence[str] | None, names: list[str]
+) -> dict[str, Any]:
+    """Train each model in its own 1-thread process; the data and stage 1 are already done."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    procs = {}
+    for name in names:
+        log_file = (args.work / f"train_{name}.log").open("w")
+        cmd = [sys.executable, str(Path(__file__).resolve()), *child_argv(argv, name)]
+        log.info("starting %s: %s (log: %s)", name, " ".join(cmd), log_file.name)
+        procs[name] = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+    failed = [name for name, proc in procs.items() if proc.wait() != 0]
+    if failed:
+        raise SomprobeError(
+            f"training {', '.join(failed)} failed; see {args.work}/train_<model>.log"
+        )
+    write_curve(args)
+    return {
+        name: json.loads((args.out / f"toy-{name}" / "training.json").read_text()) for name in names
+    }
 
 
 def finished(run_dir: Path, steps: int) -> bool:
@@ -379,8 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
     try:
-        cards = train(args)
+        cards = train(args, argv)
     except SomprobeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -397,7 +463,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         for name, c in cards.items()
     }
+    wall = time.perf_counter() - t0
     print(json.dumps(summary, indent=2))
+    print(
+        f"wall-clock time of this run (data, stage 1, both models, evaluations): {wall / 60:.1f} min"
+    )
+    if not args.only:
+        run = {"wall_seconds": round(wall, 1), "command": " ".join(
+            [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
+            "cpu_count": os.cpu_count(), "parallel": bool(args.parallel)}  # fmt: skip
+        (args.out / "toy_training_run.json").write_text(json.dumps(run, indent=2) + "\n")
     return 0
 
 
