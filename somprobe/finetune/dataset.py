@@ -140,8 +140,12 @@ def tokenize_conversation(
 ) -> Tokenized:
     """Expand the image placeholder, tokenise, and label the tokens inside the spans.
 
-    A token is learned when its characters overlap an answer span, so a word piece that
-    carries the space before the answer ("▁red") is learned while a lone "▁" is not.
+    A token is learned when its characters overlap an answer span, or when it holds only
+    the blank between the generation cue and the answer. Generation starts right after
+    "ASSISTANT:", so the model must learn to write that blank: with digits split, "1. red"
+    follows the cue as a lone "▁" then "1", and a masked "▁" would leave the first token
+    of every numbered answer untrained (a word piece that carries the space, "▁red", is
+    learned either way).
 
     Raises:
         InputError: the tokenizer is not a fast tokenizer (offsets are needed).
@@ -166,6 +170,11 @@ def tokenize_conversation(
     nonempty = offsets[:, 1] > offsets[:, 0]
     for a, b in spans:
         learn |= nonempty & (offsets[:, 0] < b) & (offsets[:, 1] > a)
+        blank = a
+        while blank > 0 and text[blank - 1].isspace():
+            blank -= 1
+        # whitespace-only tokens between the cue and the answer (not ones that also hold cue text)
+        learn |= nonempty & (offsets[:, 0] >= blank) & (offsets[:, 1] <= a)
     labels = np.where(learn, ids, IGNORE_INDEX)
     return Tokenized(ids, labels)
 

@@ -14,7 +14,9 @@ Two conversation formats:
 
 Each assistant span covers the answer's text (from its first non-blank character) and the
 closing ``</s>``; everything else (system prompt, ``USER:``, questions, ``ASSISTANT:``,
-image placeholder) is context whose labels are masked.
+image placeholder) is context whose labels are masked, except a token that holds only the
+blank after ``ASSISTANT:``, which the dataset learns too (see
+:func:`somprobe.finetune.dataset.tokenize_conversation`).
 
 Example:
     >>> rendered = render_conversation(processor, record, template="auto")

@@ -23,21 +23,17 @@ from somprobe.finetune.template import render_conversation
 
 
 def expected_learned(tokens: list[str]) -> list[bool]:
-    """Reference mask from the token strings alone: after each "▁ASSISTANT:" (and a lone
-    "▁" right after it) every token up to and including "</s>" is learned."""
+    """Reference mask from the token strings alone: after each "▁ASSISTANT:" every token up
+    to and including "</s>" is learned, a lone "▁" right after the cue included (generation
+    starts after "ASSISTANT:", so that blank is the first token the model must write)."""
     out: list[bool] = []
-    inside = just_opened = False
+    inside = False
     for tok in tokens:
         if not inside:
             out.append(False)
             if tok == "▁ASSISTANT:":
-                inside = just_opened = True
+                inside = True
             continue
-        if just_opened and tok == "▁":
-            out.append(False)
-            just_opened = False
-            continue
-        just_opened = False
         out.append(True)
         if tok == "</s>":
             inside = False
@@ -71,8 +67,9 @@ def test_labels_fall_on_assistant_tokens_only(tiny_llava, folder: Path, template
     assert got == want, [(t, g, w) for t, g, w in zip(tokens, got, want, strict=True) if g != w]
     assert torch.equal(labels[labels != IGNORE_INDEX], ids[labels != IGNORE_INDEX])
     learned = processor.tokenizer.decode(ids[labels != IGNORE_INDEX].tolist())
-    # "▁a" carries the space before the second answer
-    assert learned == "1. red circle\n12. blue square</s> a green triangle</s>"
+    # the lone "▁" before "1" and "▁a" carry the blank after each cue
+    assert learned.strip() == "1. red circle\n12. blue square</s> a green triangle</s>"
+    assert "▁" in [t for t, g in zip(tokens, got, strict=True) if g][:1]
     assert tokens.count("</s>") == 2 and sum(want) > 10
     assert (ids == processor.image_token_id).sum() == ds.image_tokens == 64
 
@@ -193,3 +190,33 @@ def test_skip_report_keeps_a_few_examples() -> None:
     assert report.total == 5 and report.examples == {"too_long": ["r0", "r1"]}
     assert report.to_dict()["counts"] == {"too_long": 5}
     assert SkipReport().summary() == "skipped no records"
+
+
+@pytest.mark.parametrize("template", ["auto", "chat"])
+@pytest.mark.parametrize(
+    "answer", ["1. red circle\n2. blue square", "Green", "There are 2 shapes."]
+)
+def test_learned_tokens_are_what_generation_writes(  # type: ignore[no-untyped-def]
+    tiny_llava, folder: Path, template: str, answer: str
+) -> None:
+    """Training and inference agree: the prompt that generation starts from
+    (``build_prompt``, ending at "ASSISTANT:") tokenises to the unlearned prefix, and
+    every token after it up to "</s>" is learned, the first one included."""
+    from somprobe.models.inputs import build_prompt
+
+    _, processor = tiny_llava
+    question = "List the tagged items one by one."
+    record = make_record("g", "square.png", [(question, answer)])
+    item = LlavaSFTDataset([record], folder, processor, template=template)[0]
+    ids, labels = item["input_ids"].tolist(), item["labels"]
+    with Image.open(folder / "square.png") as img:
+        prompt = processor(
+            text=[build_prompt(processor, question)], images=[img.convert("RGB")],
+            return_tensors="pt",
+        )["input_ids"][0].tolist()  # fmt: skip
+    assert ids[: len(prompt)] == prompt
+    learned = (labels != IGNORE_INDEX).tolist()
+    assert not any(learned[: len(prompt)])
+    assert all(learned[len(prompt) :]), processor.tokenizer.convert_ids_to_tokens(
+        ids[len(prompt) :]
+    )
