@@ -32,8 +32,8 @@ demo: install
 	$(BIN)/python experiments/attn_alignment.py
 
 lint: install
-	$(BIN)/ruff check somprobe tests experiments benchmarks
-	$(BIN)/ruff format --check somprobe tests experiments benchmarks
+	$(BIN)/ruff check somprobe tests experiments benchmarks notebooks
+	$(BIN)/ruff format --check somprobe tests experiments benchmarks notebooks
 
 typecheck: install
 	$(BIN)/mypy somprobe
