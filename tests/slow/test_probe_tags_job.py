@@ -1,0 +1,72 @@
+"""The tag-token probing job runs end to end on a few scenes and writes sane outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "probe_tags.py"
+
+
+def load_job() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("probe_tags", SCRIPT)
+    assert spec and spec.loader
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    return job
+
+
+@pytest.mark.slow
+def test_probe_job_on_a_small_limit(tmp_path: Path) -> None:
+    job = load_job()
+    out, figures = tmp_path / "results", tmp_path / "figures"
+    args = ["--limit", "15", "--folds", "3", "--bootstrap", "100", "--targets", "colour,area"]
+    assert job.main([*args, "--out", str(out), "--figures", str(figures), "--no-progress"]) == 0
+
+    probes = pd.read_csv(out / "probes.csv")
+    cols = {"model", "layer", "target", "probe", "metric", "value", "ci_low", "ci_high"}
+    assert cols <= set(probes)
+    assert set(probes["model"]) == {"baseline", "SoM"}
+    assert set(probes["target"]) == {"colour", "area"}
+    assert set(probes["probe"]) == {"task", "control", "selectivity", "baseline"}
+    run = json.loads((out / "run.json").read_text())
+    assert sorted(probes["layer"].unique()) == run["layers"] and len(run["layers"]) >= 2
+    assert run["samples"] >= 2 * 15  # every toy scene has at least two tags
+    acc = probes[(probes["metric"] == "accuracy") & (probes["probe"] != "selectivity")]
+    assert acc["value"].between(0, 1).all() and not acc.empty
+    assert set(probes.loc[probes["target"] == "area", "metric"]) == {"r2"}
+    assert (probes.loc[probes["metric"] == "r2", "value"] <= 1 + 1e-9).all()
+    sel = probes[(probes["probe"] == "selectivity") & (probes["metric"] == "accuracy")]
+    assert sel["value"].between(-1, 1).all() and not sel.empty
+    assert (probes["ci_low"] <= probes["ci_high"] + 1e-9).all()
+
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert {"value", "ci_low", "ci_high", "value_a", "value_b", "n_pairs"} <= set(comparison)
+    task = comparison[comparison["probe"] == "task"]
+    assert ((task["value"] - (task["value_b"] - task["value_a"])).abs() < 1e-9).all()
+    assert (figures / "probe_layers.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--limit", "0"], "--limit must be ≥ 1"),
+        (["--folds", "1"], "--folds must be ≥ 2"),
+        (["--targets", "colour,smell"], "unknown --targets ['smell']"),
+    ],
+)
+def test_bad_input_is_a_clear_error_with_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    job = load_job()
+    args = ["--out", str(tmp_path / "r"), "--figures", str(tmp_path / "f"), "--no-progress"]
+    assert job.main([*args, "--limit", "4", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("probe_tags: error:") and message in err
+    assert not (tmp_path / "f").exists()
