@@ -32,11 +32,13 @@ from somprobe.probes.models import (
     predict_logits,
 )
 from somprobe.probes.plots import plot_probe_curves
+from somprobe.probes.solver import Preconditioner, spectral_preconditioner
 from somprobe.probes.splits import group_folds, holdout_mask
 
 __all__ = [
     "REGION_TARGETS",
     "LogisticFit",
+    "Preconditioner",
     "ProbeDataset",
     "ProbeResult",
     "RidgeFit",
@@ -55,4 +57,5 @@ __all__ = [
     "probe_layers",
     "region_targets",
     "run_probes",
+    "spectral_preconditioner",
 ]

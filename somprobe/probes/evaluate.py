@@ -44,6 +44,7 @@ from somprobe.probes.bootstrap import Resampler
 from somprobe.probes.controls import control_labels, majority_class
 from somprobe.probes.dataset import ProbeDataset
 from somprobe.probes.models import fit_logistic, fit_ridge, fit_standardizer, predict_logits
+from somprobe.probes.solver import spectral_preconditioner
 from somprobe.probes.splits import group_folds, holdout_mask
 from somprobe.probes.validate import check_finite, check_target_values
 
@@ -90,7 +91,8 @@ def _infer_kind(values: np.ndarray) -> Kind:
 def _auto_chunk(n: int, d: int, n_problems: int, n_classes: int, budget: float = 2**31) -> int:
     """Layers per chunk so that features, L-BFGS history and logits fit in ``budget`` bytes."""
     params = n_problems * d * n_classes * 26  # theta, gradients, 2 x 10 history, temporaries
-    per_layer = 4.0 * (2 * n * d + params + 4 * n * n_problems * n_classes)
+    # float32 features, their train/test split and a bfloat16 copy; logits and temporaries
+    per_layer = 4.0 * (2.5 * n * d + params + 8 * n * n_problems * n_classes)
     return max(1, int(budget // per_layer))
 
 
@@ -115,6 +117,8 @@ def _classify(
     held = torch.stack([fold_t == f for f in range(F)] * V)  # [P, ntr]
     weights = (~held).to(Xtr.dtype)
     st = fit_standardizer(Xtr, weights)
+    # one curvature model per layer serves every fold, strength and the final refit
+    pre = None if rank is not None else spectral_preconditioner(Xtr, weights, st, seed=seed)
     order = sorted(lambdas, reverse=True)  # strong to weak: warm starts help most
     cv_loss = np.zeros((len(order), L, V))
     means = []
@@ -130,6 +134,7 @@ def _classify(
             rank=rank,
             init=init,
             standardizer=st,
+            preconditioner=pre,
             max_iter=max_iter,
             tol=tol,
             seed=seed,
@@ -152,6 +157,7 @@ def _classify(
         n_classes,
         rank=rank,
         init=init.reshape(L * V, -1),
+        preconditioner=pre,
         max_iter=max_iter,
         tol=tol,
         seed=seed,

@@ -10,6 +10,10 @@ Objective of one logistic problem (the same scaling scikit-learn uses, so
 
     mean over training rows of cross-entropy  +  lam / 2 * ||W||^2     (bias unpenalised)
 
+Full-rank logistic probes are fitted by :func:`somprobe.probes.solver.solve_logistic`
+(L-BFGS preconditioned with each layer's covariance spectrum, exact intercepts; a handful
+of passes over the features), rank-limited ones by plain batched L-BFGS.
+
 Example:
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
@@ -32,6 +36,7 @@ from torch import Tensor
 
 from somprobe.errors import ProbeError
 from somprobe.probes.lbfgs import lbfgs
+from somprobe.probes.solver import Preconditioner, solve_logistic
 
 
 @dataclass
@@ -45,18 +50,36 @@ class Standardizer:
 def fit_standardizer(
     X: Float[Tensor, "layer sample dim"], weights: Float[Tensor, "problem sample"]
 ) -> Standardizer:
-    """Weighted mean and standard deviation per layer and problem, in float64."""
-    wn = (weights / weights.sum(-1, keepdim=True)).double()
+    """Weighted mean and standard deviation per layer and problem (float64 for float64
+    features, float32 otherwise).
+
+    Computed around the pooled mean (no cancellation in the variance) in float64 for
+    float64 features and float32 otherwise, a block of rows at a time (no full-size
+    temporaries).
+    """
+    dt = torch.float64 if X.dtype == torch.float64 else torch.float32
+    wn = (weights / weights.sum(-1, keepdim=True)).to(dt)
+    pooled = wn.mean(0, keepdim=True)
+    L, n, d = X.shape
+    block = max(1, min(n, 2**20 // max(d, 1)))
+    buf = torch.empty(block, d, dtype=dt)
     means, scales = [], []
-    for layer in range(X.shape[0]):  # layer by layer keeps the float64 copy small
-        x = X[layer].double()
-        mu = wn @ x
-        var = (wn @ (x * x) - mu * mu).clamp_min(0.0)
-        sd = var.sqrt()
+    for layer in range(L):
+        x = X[layer]
+        ref = sum(pooled[:, s : s + block] @ x[s : s + block].to(dt) for s in range(0, n, block))
+        m1 = wn.new_zeros(wn.shape[0], d)
+        m2 = wn.new_zeros(wn.shape[0], d)
+        for s in range(0, n, block):
+            xb = buf[: min(block, n - s)]
+            torch.sub(x[s : s + block].to(dt), ref, out=xb)
+            m1 += wn[:, s : s + block] @ xb
+            m2 += wn[:, s : s + block] @ xb.square_()
+        mu = ref + m1
+        sd = (m2 - m1 * m1).clamp_min(0.0).sqrt()
         sd = torch.where(sd > 1e-12 * (1.0 + mu.abs()), sd, torch.ones_like(sd))
         means.append(mu)
         scales.append(sd)
-    return Standardizer(torch.stack(means).to(X.dtype), torch.stack(scales).to(X.dtype))
+    return Standardizer(torch.stack(means), torch.stack(scales))
 
 
 @dataclass
@@ -135,6 +158,8 @@ def fit_logistic(
     rank: int | None = None,
     init: Tensor | None = None,
     standardizer: Standardizer | None = None,
+    preconditioner: Preconditioner | None = None,
+    low_precision: bool = True,
     max_iter: int = 100,
     tol: float = 1e-4,
     seed: int = 0,
@@ -142,7 +167,8 @@ def fit_logistic(
     """Fit ``layer × problem`` L2-regularised multinomial logistic probes in one go.
 
     Args:
-        X: features, shared by all problems of a layer.
+        X: features, shared by all problems of a layer; float16 and bfloat16 are fitted in
+            float32 (without a float32 copy for full-rank probes).
         y: class index (0..n_classes-1) of each sample for each problem.
         weights: 1 for a problem's training rows, 0 elsewhere (any non-negative weights).
         lam: L2 strength per layer and problem (``1 / (C * n_train)`` in scikit-learn terms).
@@ -151,7 +177,15 @@ def fit_logistic(
             penalty is then on ``U`` and ``V``). ``None`` fits a full-rank ``W``.
         init: warm start, ``[layer * problem, param]`` as :meth:`LogisticFit.flat` gives.
         standardizer: reuse precomputed train-only statistics.
-        max_iter, tol: L-BFGS limits (``tol`` bounds the largest gradient entry).
+        preconditioner: reuse a :func:`spectral_preconditioner` of ``X`` (full rank only;
+            computed here when ``None``).
+        low_precision: let float32 fits take their first iterations in bfloat16 (full
+            rank only; the result is still judged and finished in float32).
+        max_iter, tol: L-BFGS limits (``tol`` bounds the largest gradient entry, as
+            scikit-learn's ``tol`` does for its lbfgs solver).
+
+    Full-rank probes use :func:`somprobe.probes.solver.solve_logistic` (preconditioned
+    L-BFGS with exact intercepts); rank-limited ones plain batched L-BFGS.
     """
     L, n, d = X.shape
     P = y.shape[0]
@@ -159,6 +193,37 @@ def fit_logistic(
         raise ProbeError(f"rank must be a positive integer or None; got {rank}")
     st = standardizer if standardizer is not None else fit_standardizer(X, weights)
     model = _Logistic(d, n_classes, L, P, rank)
+    if rank is None:
+        W0 = b0 = None
+        if init is not None:
+            flat = init.to(st.mean.dtype).view(L, P, -1)
+            W0, b0 = (
+                flat[..., : d * n_classes].reshape(L, P, d, n_classes),
+                flat[..., d * n_classes :],
+            )
+        res = solve_logistic(
+            X,
+            y,
+            weights,
+            lam,
+            n_classes,
+            st,
+            preconditioner,
+            coef=W0,
+            intercept=b0,
+            max_iter=max_iter,
+            tol=tol,
+            low_precision=low_precision,
+            seed=seed,
+        )
+        return LogisticFit(
+            coef=res.coef,
+            intercept=res.intercept,
+            standardizer=st,
+            n_iter=res.n_iter,
+            converged=res.converged,
+        )
+    X = X.to(st.mean.dtype)  # float16 / bfloat16 features: float32
     wn = (weights / weights.sum(-1, keepdim=True)).to(X.dtype).T[None]  # [1, n, P]
     idx = y.T[None, :, :, None].expand(L, n, P, 1)
     lam_flat = lam.to(X.dtype).reshape(L, P)
@@ -201,6 +266,7 @@ def predict_logits(
     rank = fit.coef[0].shape[-1] if isinstance(fit.coef, tuple) else None
     model = _Logistic(d, c, L, P, rank)
     with torch.no_grad():
+        X = X.to(fit.intercept.dtype)
         return model.logits(fit.flat(), X, fit.standardizer).permute(0, 2, 1, 3)
 
 
