@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import torch
 from PIL import Image
 
@@ -34,3 +39,17 @@ def two_prompts(processor):  # type: ignore[no-untyped-def]
         build_prompt(processor, "List the tagged items in this picture one by one, please."),
     ]
     return images, prepare_inputs(processor, images, prompts)
+
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def load_experiment(name: str) -> ModuleType:
+    """Import ``experiments/<name>.py`` as module ``name`` (registered in ``sys.modules``,
+    where dataclasses look their module up)."""
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    assert spec and spec.loader
+    job = importlib.util.module_from_spec(spec)
+    sys.modules[name] = job
+    spec.loader.exec_module(job)
+    return job

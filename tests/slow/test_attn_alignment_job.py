@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "attn_alignment.py"
+from somprobe_testing import load_experiment
 
 
 @pytest.mark.slow
 def test_main_job_on_a_small_limit(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("attn_alignment", SCRIPT)
-    assert spec and spec.loader
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
+    job = load_experiment("attn_alignment")
     out, figures = tmp_path / "results", tmp_path / "figures"
     args = ["--limit", "4", "--out", str(out), "--figures", str(figures), "--bootstrap", "200"]
     assert job.main([*args, "--max-new-tokens", "24", "--no-progress"]) == 0

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pandas as pd
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "probe_tags.py"
+from somprobe_testing import load_experiment
 
 
 def load_job() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("probe_tags", SCRIPT)
-    assert spec and spec.loader
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
-    return job
+    return load_experiment("probe_tags")
 
 
 @pytest.mark.slow

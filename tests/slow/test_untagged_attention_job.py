@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from somprobe_testing import load_experiment
 
 from somprobe.data.toyworld import WorldConfig
 from somprobe.errors import InputError
@@ -23,12 +23,7 @@ SCRIPT = ROOT / "experiments" / "untagged_attention.py"
 
 
 def _job() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("untagged_attention", SCRIPT)
-    assert spec and spec.loader
-    job = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = job  # its dataclasses look their module up by name
-    spec.loader.exec_module(job)
-    return job
+    return load_experiment("untagged_attention")
 
 
 @pytest.mark.slow
