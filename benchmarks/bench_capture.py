@@ -33,7 +33,9 @@ its resident set just before the run — it counts torch's CPU allocations, whic
 bytes = the tensors a method hands back. Ratios are to plain SDPA generate.
 
 Run: ``python benchmarks/bench_capture.py`` (about 10 minutes on 2 busy cores); it prints
-the tables and writes ``benchmarks/results/bench_capture.md``.
+the tables and writes ``benchmarks/results/bench_capture.md``. On a GPU add
+``--device cuda`` (optionally ``--dtype bfloat16``): times then wait for the device, and peak
+memory is the rise of the GPU's peak allocated memory.
 """
 
 from __future__ import annotations
@@ -95,24 +97,49 @@ def _settle() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def measure(fn: Callable[[], tuple[Any, int]]) -> tuple[Any, int, float, float]:
-    """(sequences, captured bytes, seconds, peak RSS rise in bytes; NaN where unreadable)."""
+def measure(
+    fn: Callable[[], tuple[Any, int]], device: str = "cpu"
+) -> tuple[Any, int, float, float]:
+    """(sequences, captured bytes, seconds, peak memory rise in bytes; NaN where unreadable).
+
+    On CPU the peak is the rise of the process's peak RSS; on a GPU it is the rise of the
+    device's peak allocated memory (torch's allocator) over what was allocated before.
+    """
+    import torch
+
     _settle()
-    base = _status_kib("VmRSS")
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    on_gpu = device.startswith("cuda")
+    if on_gpu:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = float(torch.cuda.memory_allocated())
         can_peak = True
-    except OSError:
-        can_peak = False
+    else:
+        base = _status_kib("VmRSS") * 1024.0
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+            can_peak = True
+        except OSError:
+            can_peak = False
     start = time.perf_counter()
     sequences, nbytes = fn()
+    if on_gpu:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    peak = (_status_kib("VmHWM") - base) * 1024.0 if can_peak else float("nan")
+    if not can_peak:
+        peak = float("nan")
+    elif on_gpu:
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = _status_kib("VmHWM") * 1024.0 - base
     return sequences, nbytes, seconds, peak
 
 
 # -- one width, in its own process --------------------------------------------------------------
-def worker(width: int, heads: int, layers: int, reps: int, listing: str) -> dict[str, Any]:
+def worker(
+    width: int, heads: int, layers: int, reps: int, listing: str, device: str, dtype: str
+) -> dict[str, Any]:
     import nnsight
     import torch
     from PIL import Image
@@ -130,12 +157,18 @@ def worker(width: int, heads: int, layers: int, reps: int, listing: str) -> dict
         text_heads=heads,
         text_layers=layers,
     )
-    sdpa, processor = load_model(folder)
-    eager, _ = load_model(folder, attn_implementation="eager")
-    eager_nn, _ = load_model(folder, attn_implementation="eager")
-    tl_model, _ = load_model(folder)
+    sdpa, processor = load_model(folder, dtype=dtype)
+    eager, _ = load_model(folder, dtype=dtype, attn_implementation="eager")
+    eager_nn, _ = load_model(folder, dtype=dtype, attn_implementation="eager")
+    tl_model, _ = load_model(folder, dtype=dtype)
+    for model in (sdpa, eager, eager_nn, tl_model):
+        model.to(device)
     image = Image.new("RGB", (640, 480), (120, 80, 30))
     inputs = prepare_inputs(processor, [image], [build_prompt(processor, QUESTION)])
+    inputs = {
+        k: v.to(device, sdpa.dtype) if k == "pixel_values" else v.to(device)
+        for k, v in inputs.items()
+    }
     prompt_length = int(inputs["input_ids"].shape[1])
     tokenizer = processor.tokenizer
     forced = tokenizer(LISTINGS[listing], add_special_tokens=False).input_ids[:NEW_TOKENS]
@@ -146,7 +179,7 @@ def worker(width: int, heads: int, layers: int, reps: int, listing: str) -> dict
         """Make every method write the same listing, whatever the random weights say."""
 
         def __init__(self) -> None:
-            self.tokens = torch.tensor(forced)
+            self.tokens = torch.tensor(forced, device=device)
 
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
             token = self.tokens[input_ids.shape[1] - prompt_length]
@@ -237,7 +270,7 @@ def worker(width: int, heads: int, layers: int, reps: int, listing: str) -> dict
         for name, backend in zip(PER_MODE, ("native", "nnsight", "transformer_lens"), strict=True):
             methods[(mode, name)] = somprobe_backend(backend, queries)
 
-    reference = plain()[0]
+    reference = plain()[0].cpu()
     order = list(methods)
     samples: dict[tuple[str, str], list[tuple[float, float]]] = {key: [] for key in order}
     nbytes: dict[tuple[str, str], int] = {}
@@ -248,11 +281,19 @@ def worker(width: int, heads: int, layers: int, reps: int, listing: str) -> dict
     for rep in range(reps):
         shift = rep % len(order)
         for key in order[shift:] + order[:shift]:
-            _, _, seconds, peak = measure(methods[key])
+            _, _, seconds, peak = measure(methods[key], device)
             samples[key].append((seconds, peak))
             print(f"  width {width} rep {rep}: {key[1]} [{key[0]}] {seconds:.2f} s", flush=True)
     fed = forced[: NEW_TOKENS - 1]  # the last generated token is never read
+    if device.startswith("cuda"):
+        where = f"{torch.cuda.get_device_name(device)}, {dtype}, torch {torch.__version__}"
+        peak_what = "rise of the GPU's peak allocated memory over what was allocated before"
+    else:
+        where = f"CPU, {dtype}, torch threads {torch.get_num_threads()}"
+        peak_what = "rise of the process's peak RSS over its RSS before the run"
     return {
+        "where": where,
+        "peak_what": peak_what,
         "width": width,
         "heads": heads,
         "layers": layers,
@@ -345,12 +386,16 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--listing", choices=sorted(LISTINGS), default="described")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_capture.md"))
+    parser.add_argument("--device", default="cpu", help='"cpu" (default) or "cuda"')
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         heads = 8 if args.worker <= 256 else args.worker // 64
-        result = worker(args.worker, heads, args.layers, args.reps, args.listing)
+        result = worker(
+            args.worker, heads, args.layers, args.reps, args.listing, args.device, args.dtype
+        )
         args.json.write_text(json.dumps(result))
         return
     results = []
@@ -359,7 +404,7 @@ def main() -> None:
             out = Path(tmp) / f"{width}.json"
             command = [sys.executable, __file__, "--worker", str(width), "--json", str(out)]
             command += ["--layers", str(args.layers), "--reps", str(args.reps)]
-            command += ["--listing", args.listing]
+            command += ["--listing", args.listing, "--device", args.device, "--dtype", args.dtype]
             subprocess.run(command, check=True)
             results.append(json.loads(out.read_text()))
     body, verdicts = tables(results)
@@ -369,9 +414,8 @@ def main() -> None:
             "## Capture cost (benchmarks/bench_capture.py)",
             "",
             f"Forced answer ({NEW_TOKENS} tokens): `{forced}`. Medians of {args.reps} "
-            "interleaved repetitions; CPU, torch threads "
-            f"{os.environ.get('OMP_NUM_THREADS', 'default')}. Peak memory: rise of the "
-            "process's peak RSS over its RSS before the run. The capture-all methods do the "
+            f"interleaved repetitions; {results[0]['where']}. Peak memory: "
+            f"{results[0]['peak_what']}. The capture-all methods do the "
             "same work in both modes and are measured once.",
             body,
             "",

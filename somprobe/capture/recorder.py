@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -91,6 +92,18 @@ def _normalise(indices: Iterable[int] | None, size: int, what: str) -> list[int]
     if len(set(out)) != len(out):
         raise CaptureError(f"{what}s {list(indices)} repeat an index")
     return sorted(out)
+
+
+@dataclass(frozen=True)
+class _RowGroup:
+    """The captured query rows of one batch item in one forward pass."""
+
+    batch: int
+    indices: list[int]  # query indices within the pass
+    rows: Tensor | None  # the same as a tensor; None when they are every row of the pass
+    positions: list[int]  # absolute positions
+    first_position: int
+    slots: list[dict[int, Tensor]]  # where each row's attention goes, by layer
 
 
 class Recorder:
@@ -208,7 +221,7 @@ class Recorder:
         self._key_index: dict[int, Tensor] = {}
         self._buffer: dict[tuple[int, int], dict[str, dict[int, Tensor]]] = {}
         # per pass: the rows grouped by batch item as index tensors (built on first use)
-        self._groups: list[tuple[int, Tensor, list[int], bool]] | None = None
+        self._groups: list[_RowGroup] = []
         self._q_len = 0
         self._head_indices: dict[tuple[Any, int], tuple[Tensor | None, Tensor | None]] = {}
 
@@ -240,13 +253,14 @@ class Recorder:
             self._find_keys(ids, batch)
         self._step += 1
         self._offset = offset
-        self._rows = self._select(ids, batch, q_len, offset)
-        self._groups = None
+        id_lists = ids.tolist() if ids is not None else None  # one device read per pass
+        self._rows = self._select(id_lists, batch, q_len, offset)
         self._q_len = q_len
-        for b, _, pos in self._rows:
-            token = int(ids[b, pos - offset]) if ids is not None else -1
+        for b, i, pos in self._rows:
+            token = id_lists[b][i] if id_lists is not None else -1
             self.trace.records.append(QueryRecord(b, pos, token, self._step))
             self._buffer[(b, pos)] = {"attention": {}, "hidden": {}}
+        self._groups = self._plan_groups(embeds.device)
         for b in range(batch):
             self._seen_positions[b] = offset + q_len
 
@@ -270,7 +284,7 @@ class Recorder:
             self.trace.set_keys(b, positions)
 
     def _select(
-        self, ids: Tensor | None, batch: int, q_len: int, offset: int
+        self, ids: list[list[int]] | None, batch: int, q_len: int, offset: int
     ) -> list[tuple[int, int, int]]:
         prompt_length = self.trace.prompt_length or 0
         rows: list[tuple[int, int, int]] = []
@@ -291,7 +305,7 @@ class Recorder:
         if not (self.include_prompt and self._predicate):
             first = max(0, min(q_len, prompt_length - offset))
         for b in range(batch):
-            row_ids = ids[b].tolist()
+            row_ids = ids[b]
             for i in range(first, q_len):
                 pos = offset + i
                 token = row_ids[i]
@@ -318,19 +332,21 @@ class Recorder:
         n_rep = n_heads // key.shape[1]
         heads, kv_heads = self._heads_for(query.device, n_heads, n_rep)
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        for b, rows, positions, every_row in self._row_groups(query.device):
+        for group in self._groups:
+            b, rows = group.batch, group.rows
             q = query[b] if heads is None else query[b].index_select(0, heads)
-            q = (q if every_row else q.index_select(1, rows)).float()  # [H, n, d]
+            if rows is not None:
+                q = q.index_select(1, rows.to(q.device))
             k = key[b] if kv_heads is None else key[b].index_select(0, kv_heads)
-            k = k.contiguous().float()  # no copy for a float32 KV cache
-            scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # [H, n, kv]
-            scores = self._apply_mask(scores, mask, b, rows, positions, kv_len)
+            # scale the (small) query side; no copies for a float32 model and KV cache
+            scores = torch.matmul(q.float() * scale, k.float().transpose(-1, -2))  # [H, n, kv]
+            if mask is not None or group.first_position < kv_len - 1:
+                scores = self._apply_mask(scores, mask, group, kv_len)
             probs = torch.softmax(scores, dim=-1)
             if self.keys == "image":
                 probs = probs.index_select(-1, self._key_index[b].to(probs.device))
-            buffer = self._buffer
-            for j, pos in enumerate(positions):
-                buffer[(b, pos)]["attention"][layer] = probs[:, j].detach()
+            for slot, row in zip(group.slots, probs.detach().unbind(1), strict=True):
+                slot[layer] = row
 
     def _heads_for(
         self, device: torch.device, n_heads: int, n_rep: int
@@ -345,37 +361,37 @@ class Recorder:
             self._head_indices[(device, n_rep)] = cached
         return cached
 
-    def _row_groups(self, device: torch.device) -> list[tuple[int, Tensor, list[int], bool]]:
-        """This pass's rows by batch item: (batch, query indices, positions, all rows?)."""
-        if self._groups is None:
-            by_batch: dict[int, list[tuple[int, int]]] = {}
-            for b, index, pos in self._rows:
-                by_batch.setdefault(b, []).append((index, pos))
-            groups = []
-            for b, items in by_batch.items():
-                indices = [i for i, _ in items]
-                every_row = indices == list(range(self._q_len))
-                rows = torch.tensor(indices, device=device)
-                groups.append((b, rows, [p for _, p in items], every_row))
-            self._groups = groups
-        return self._groups
+    def _plan_groups(self, device: torch.device) -> list[_RowGroup]:
+        """This pass's rows by batch item, worked out once for all layers.
+
+        Index tensors are made here, before the layers run, so that no host-to-device copy
+        (which waits for the GPU) falls between the layers' kernels; a group that keeps
+        every query row of the pass (one decoding step) needs none.
+        """
+        by_batch: dict[int, list[tuple[int, int]]] = {}
+        for b, index, pos in self._rows:
+            by_batch.setdefault(b, []).append((index, pos))
+        groups = []
+        for b, items in by_batch.items():
+            indices = [i for i, _ in items]
+            positions = [p for _, p in items]
+            every_row = indices == list(range(self._q_len))
+            rows = None if every_row else torch.tensor(indices, device=device)
+            slots = [self._buffer[(b, p)]["attention"] for p in positions]
+            groups.append(_RowGroup(b, indices, rows, positions, min(positions), slots))
+        return groups
 
     @staticmethod
-    def _apply_mask(
-        scores: Tensor,
-        mask: Tensor | None,
-        b: int,
-        qi: Tensor,
-        positions: list[int],
-        kv_len: int,
-    ) -> Tensor:
-        if mask is None:  # plain causal attention, no padding
-            if min(positions) >= kv_len - 1:  # every key is visible (e.g. one decoding step)
-                return scores
-            pos = torch.tensor(positions, device=scores.device)
+    def _apply_mask(scores: Tensor, mask: Tensor | None, group: _RowGroup, kv_len: int) -> Tensor:
+        if mask is None:  # plain causal attention, no padding: hide the future keys
+            pos = torch.tensor(group.positions, device=scores.device)
             allowed = torch.arange(kv_len, device=scores.device)[None, :] <= pos[:, None]
             return scores.masked_fill(~allowed[None], float("-inf"))
-        rows = mask[b if mask.shape[0] > 1 else 0, 0].index_select(0, qi)[..., :kv_len]
+        b = group.batch
+        rows = mask[b if mask.shape[0] > 1 else 0, 0]
+        if group.rows is not None:  # else the group keeps every query row of the mask
+            rows = rows.index_select(0, group.rows.to(rows.device))
+        rows = rows[..., :kv_len]
         if rows.dtype == torch.bool:
             return scores.masked_fill(~rows[None], float("-inf"))
         return scores + rows[None].float()
