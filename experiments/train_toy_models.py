@@ -15,11 +15,13 @@ During stage 2 both models are scored on the held-out split every ``--eval-every
 F1 on untagged images) and the rows go to a tidy CSV for the accuracy-vs-steps curve. At
 the end each model is scored on a larger held-out sample and saved in fp16 safetensors
 with its processor and a model card (README.md: data, steps, seed, training time,
-held-out scores) in ``models/toy-baseline`` and ``models/toy-som``.
+held-out scores) in ``models/toy-baseline`` and ``models/toy-som``, with
+``check_sample.json`` (listing scores on the first 24 held-out scenes, which a slow test
+re-checks). The defaults are the shipped recipe.
 
 Works on CPU (set ``--threads``); uses a GPU when one is visible (bf16 there).
 
-    python experiments/train_toy_models.py                       # the full run
+    python experiments/train_toy_models.py --parallel --fresh    # the shipped run (CPU)
     python experiments/train_toy_models.py --steps 20 --stage1-steps 10 \\
         --eval-samples 8 --train-scenes 400 --eval-scenes 16 --out /tmp/toy-models  # smoke
 """
@@ -42,7 +44,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from somprobe.data.toyworld.dataset import load_manifest, write_toy_dataset
+from somprobe.data.toyworld import WorldConfig
+from somprobe.data.toyworld.dataset import load_manifest, write_eval_split, write_toy_dataset
 from somprobe.errors import SomprobeError
 from somprobe.evals import evaluate
 from somprobe.finetune import PeriodicEval, finetune
@@ -87,18 +90,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="toy-world dataset folder (default: <work>/data; written if missing)",
     )
-    p.add_argument("--train-scenes", type=int, default=40_000)
+    p.add_argument("--train-scenes", type=int, default=30_000)
     p.add_argument("--eval-scenes", type=int, default=500)
     p.add_argument(
         "--som-fraction",
         type=float,
-        default=0.5,
+        default=0.75,
         help="share of the SoM mix that is SoM data (listing + tag-QA)",
     )
     p.add_argument(
         "--listing-share",
         type=float,
-        default=0.5,
+        default=0.8,
         help="share of the SoM data that is listing (the rest tag-QA)",
     )
     p.add_argument("--world-seed", type=int, default=0, help="the toy world's seed")
@@ -106,10 +109,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--stage1-steps",
         type=int,
-        default=500,
+        default=600,
         help="shared stage 1 on the instruction mix (0: none)",
     )
-    p.add_argument("--steps", type=int, default=3000, help="stage-2 steps of each model")
+    p.add_argument("--steps", type=int, default=2600, help="stage-2 steps of each model")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=float, default=100)
@@ -120,11 +123,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="stage 2: 'all' (the toy tower learns the tags) or 'projector+lm' "
         "(SoM-LLaVA's frozen vision tower)",
     )
-    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--eval-every", type=int, default=500)
     p.add_argument(
         "--eval-samples",
         type=int,
-        default=64,
+        default=48,
         help="held-out records per eval file at each periodic evaluation",
     )
     p.add_argument(
@@ -157,7 +160,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "processes with 1 thread each (on 2 CPU cores ~2x the throughput of one after the other)",
     )
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    at_least = {
+        "--train-scenes": (args.train_scenes, 1), "--eval-scenes": (args.eval_scenes, 1),
+        "--steps": (args.steps, 1), "--stage1-steps": (args.stage1_steps, 0),
+        "--batch-size": (args.batch_size, 1), "--eval-every": (args.eval_every, 1),
+        "--eval-samples": (args.eval_samples, 1),
+        "--final-eval-samples": (args.final_eval_samples, 1),
+        "--eval-batch-size": (args.eval_batch_size, 1),
+    }  # fmt: skip
+    for flag, (value, low) in at_least.items():
+        if value < low:
+            p.error(f"{flag} must be ≥ {low}, got {value}")
+    for flag, share in (("--som-fraction", args.som_fraction),
+                        ("--listing-share", args.listing_share)):  # fmt: skip
+        if not 0.0 <= share <= 1.0:
+            p.error(f"{flag} must lie in [0, 1], got {share}")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be ≥ 1, got {args.threads}")
+    return args
 
 
 def dataset(args: argparse.Namespace) -> Path:
@@ -301,6 +322,7 @@ def train(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[s
             "torch": torch.__version__,
         }
         write_card(dest, card, final)
+        write_check_sample(dest, model.to("cpu"), processor, work / f"check_split_{name}")
         cards[name] = card
         log.info("%s: %d steps in %.0f s; held-out:\n%s", name, result.global_step,
                  timings[name], final.to_string(index=False))  # fmt: skip
@@ -379,6 +401,33 @@ def ship(run_dir: Path, dest: Path) -> None:
         log.warning(
             "%s is %.1f MB, over the 10 MB budget", dest / "model.safetensors", size / 2**20
         )
+
+
+CHECK_SCENES = 24
+
+
+def write_check_sample(dest: Path, model: Any, processor: Any, split: Path) -> None:
+    """``check_sample.json``: listing scores on the first held-out scenes, for a quick re-check.
+
+    ``tests/slow/test_shipped_toy_models.py`` rebuilds the same split (the toy world's
+    first 24 eval scenes, seed 0) and checks that the shipped model still scores this.
+    """
+    if not (split / "listing.json").is_file():
+        write_eval_split(split, WorldConfig(), CHECK_SCENES, seed=0, progress=False)
+    result = evaluate(model, processor, split, tasks=("listing",), limit=CHECK_SCENES,
+                      progress=False)  # fmt: skip
+    summary = result.summary.set_index("metric")["value"]
+    check = {
+        "n": CHECK_SCENES,
+        "split": f"toy world seed 0, eval scenes [0, 1, i] for i < {CHECK_SCENES}",
+        "listing": {
+            m: round(float(summary[m]), 6)
+            for m in ("list_accuracy", "recall", "colour_accuracy", "shape_accuracy")
+        },
+    }
+    tmp = dest / "check_sample.json.tmp"
+    tmp.write_text(json.dumps(check, indent=2) + "\n")
+    os.replace(tmp, dest / "check_sample.json")
 
 
 def write_card(dest: Path, card: dict[str, Any], final: pd.DataFrame) -> None:
