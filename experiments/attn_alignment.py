@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--short-side", type=int, default=640, help="resize real photos to this")
     p.add_argument("--limit", type=int, default=48, help="number of images")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16")
+    p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (CPU: float32)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--k", type=int, default=5, help="top-k patches (paper's Fig. 4: 5)")
@@ -187,7 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     mentions: dict[tuple[str, str], pd.DataFrame] = {}
     models = {}
     for key, path in (("base", base_path), ("som", som_path)):
-        model, processor = load_model(path, dtype=args.dtype, device_map=None)
+        # the toy checkpoints are stored in float16, which CPUs multiply very slowly
+        dtype = args.dtype or ("float32" if args.device == "cpu" else None)
+        model, processor = load_model(path, dtype=dtype, device_map=None)
         model.to(args.device)
         models[key] = (model, processor)
         for mode in modes:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -420,8 +421,8 @@ def write_check_sample(dest: Path, model: Any, processor: Any, split: Path) -> N
     check = {
         "n": CHECK_SCENES,
         "split": f"toy world seed 0, eval scenes [0, 1, i] for i < {CHECK_SCENES}",
-        "listing": {
-            m: round(float(summary[m]), 6)
+        "listing": {  # null: undefined, e.g. the accuracy of a model that listed nothing
+            m: None if math.isnan(v := float(summary[m])) else round(v, 6)
             for m in ("list_accuracy", "recall", "colour_accuracy", "shape_accuracy")
         },
     }

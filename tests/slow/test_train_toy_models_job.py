@@ -36,8 +36,8 @@ def test_training_job_writes_models_cards_checks_and_curve(tmp_path: Path) -> No
         assert set(check["listing"]) == {
             "list_accuracy", "recall", "colour_accuracy", "shape_accuracy",
         }  # fmt: skip
-        for value in check["listing"].values():  # NaN where nothing was listed
-            assert value != value or 0.0 <= value <= 1.0
+        for value in check["listing"].values():  # null where nothing was listed
+            assert value is None or 0.0 <= value <= 1.0
         assert not list(folder.glob("*.tmp"))
 
     curve = pd.read_csv(out / "toy_training_curve.csv")
