@@ -220,7 +220,7 @@ class Recorder:
         self._step = -1
         self._key_index: dict[int, Tensor] = {}
         self._buffer: dict[tuple[int, int], dict[str, dict[int, Tensor]]] = {}
-        # per pass: the rows grouped by batch item as index tensors (built on first use)
+        # per pass: the rows grouped by batch item, planned once before the layers run
         self._groups: list[_RowGroup] = []
         self._q_len = 0
         self._head_indices: dict[tuple[Any, int], tuple[Tensor | None, Tensor | None]] = {}
