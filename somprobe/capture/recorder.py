@@ -94,6 +94,13 @@ def _normalise(indices: Iterable[int] | None, size: int, what: str) -> list[int]
     return sorted(out)
 
 
+def _stack_on_host(tensors: list[Tensor]) -> Tensor:
+    """Stack on the device, then one copy to the host (layers split over devices: per tensor)."""
+    if len({t.device for t in tensors}) == 1:
+        return torch.stack(tensors).cpu()
+    return torch.stack([t.cpu() for t in tensors])
+
+
 @dataclass(frozen=True)
 class _RowGroup:
     """The captured query rows of one batch item in one forward pass."""
@@ -425,9 +432,9 @@ class Recorder:
             parts = self._buffer.pop((record.batch, record.position))
             attention = hidden = None
             if self.capture_attention:
-                attention = torch.stack([parts["attention"][la].cpu() for la in self.layers])
+                attention = _stack_on_host([parts["attention"][la] for la in self.layers])
             if self.capture_hidden:
-                hidden = torch.stack([parts["hidden"][la].cpu() for la in self.layers])
+                hidden = _stack_on_host([parts["hidden"][la] for la in self.layers])
             key = (record.batch, record.position)
             if attention is not None:
                 self.trace._attention[key] = attention
