@@ -46,12 +46,23 @@ METRICS = ["share_object", "share_mark", "lift_object", "topk_hit", "pointing", 
 SHIPPED = {"base": ROOT / "models" / "toy-baseline", "som": ROOT / "models" / "toy-som"}
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def add_model_choice(p: argparse.ArgumentParser) -> None:
+    """The two models every job compares, and their names in tables and figures."""
     p.add_argument("--base", default=None, help="baseline model (folder or cached hub name)")
     p.add_argument("--som", default=None, help="SoM-trained model (folder or cached hub name)")
     p.add_argument("--base-name", default="baseline")
     p.add_argument("--som-name", default="SoM")
+
+
+def load_dtype(dtype: str | None, device: str) -> str | None:
+    """The dtype to load: as asked, else float32 on CPU (the toy checkpoints are stored in
+    float16, which CPUs multiply very slowly), else the checkpoint's own."""
+    return dtype or ("float32" if str(device) == "cpu" else None)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    add_model_choice(p)
     p.add_argument("--images", choices=["toy", "coco", "folder"], default="toy")
     p.add_argument("--coco-annotations", type=Path, help="COCO instances JSON (--images coco)")
     p.add_argument("--image-dir", type=Path, help="image folder (--images coco|folder)")
@@ -187,8 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mentions: dict[tuple[str, str], pd.DataFrame] = {}
     models = {}
     for key, path in (("base", base_path), ("som", som_path)):
-        # the toy checkpoints are stored in float16, which CPUs multiply very slowly
-        dtype = args.dtype or ("float32" if args.device == "cpu" else None)
+        dtype = load_dtype(args.dtype, args.device)
         model, processor = load_model(path, dtype=dtype, device_map=None)
         model.to(args.device)
         models[key] = (model, processor)

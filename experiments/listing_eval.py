@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attn_alignment import ROOT, resolve_models, write_csv
+from attn_alignment import ROOT, add_model_choice, load_dtype, resolve_models, write_csv
 
 from somprobe.data.toyworld import WorldConfig
 from somprobe.data.toyworld.dataset import write_eval_split
@@ -78,10 +78,7 @@ PLOTTED = [
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The options every two-model job here shares: models, names, device, dtype, threads."""
-    p.add_argument("--base", default=None, help="baseline model (folder or cached hub name)")
-    p.add_argument("--som", default=None, help="SoM-trained model (folder or cached hub name)")
-    p.add_argument("--base-name", default="baseline")
-    p.add_argument("--som-name", default="SoM")
+    add_model_choice(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (CPU: float32)")
     p.add_argument(
@@ -118,14 +115,11 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def setup_torch(args: argparse.Namespace) -> str | None:
-    """Set the CPU thread count; return the dtype to load (float32 on CPU by default).
-
-    The toy checkpoints are stored in float16, which CPUs multiply very slowly.
-    """
+    """Set the CPU thread count; return the dtype to load (float32 on CPU by default)."""
     threads = args.threads or (1 if args.device == "cpu" and not args.base else None)
     if threads:
         torch.set_num_threads(threads)
-    return args.dtype or ("float32" if args.device == "cpu" else None)
+    return load_dtype(args.dtype, args.device)
 
 
 def item_tables(result: Any, model: str, split: Path) -> dict[str, pd.DataFrame]:

@@ -240,6 +240,7 @@ def train(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[s
                 target.unlink()
     data = dataset(args)
     train_dir, eval_dir = data / "train", data / "eval"
+    check_split = write_check_split(work / "check_split")  # before any parallel children
     manifest = load_manifest(data)
     init = build_tiny_llava(work / "init", seed=args.seed, **MODEL_SHAPE)
     common: dict[str, Any] = {
@@ -323,7 +324,7 @@ def train(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[s
             "torch": torch.__version__,
         }
         write_card(dest, card, final)
-        write_check_sample(dest, model.to("cpu"), processor, work / f"check_split_{name}")
+        write_check_sample(dest, model.to("cpu"), processor, check_split)
         cards[name] = card
         log.info("%s: %d steps in %.0f s; held-out:\n%s", name, result.global_step,
                  timings[name], final.to_string(index=False))  # fmt: skip
@@ -407,14 +408,19 @@ def ship(run_dir: Path, dest: Path) -> None:
 CHECK_SCENES = 24
 
 
+def write_check_split(split: Path) -> Path:
+    """The toy world's first 24 eval scenes (seed 0), written once; see ``write_check_sample``."""
+    if not (split / "listing.json").is_file():
+        write_eval_split(split, WorldConfig(), CHECK_SCENES, seed=0, progress=False)
+    return split
+
+
 def write_check_sample(dest: Path, model: Any, processor: Any, split: Path) -> None:
     """``check_sample.json``: listing scores on the first held-out scenes, for a quick re-check.
 
-    ``tests/slow/test_shipped_toy_models.py`` rebuilds the same split (the toy world's
-    first 24 eval scenes, seed 0) and checks that the shipped model still scores this.
+    ``tests/slow/test_shipped_toy_models.py`` rebuilds the same split (``write_check_split``)
+    and checks that the shipped model still scores this.
     """
-    if not (split / "listing.json").is_file():
-        write_eval_split(split, WorldConfig(), CHECK_SCENES, seed=0, progress=False)
     result = evaluate(model, processor, split, tasks=("listing",), limit=CHECK_SCENES,
                       progress=False)  # fmt: skip
     summary = result.summary.set_index("metric")["value"]

@@ -70,7 +70,7 @@ from somprobe.stats import compare_models
 from somprobe.tags import decode_with_offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attn_alignment import resolve_models  # the main job's model choice
+from attn_alignment import add_model_choice, load_dtype, resolve_models  # shared options
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("colour", "shape", "exists")
@@ -82,10 +82,7 @@ _SCORED_AS = {"colour": "colour", "shape": "shape", "exists": "is_there"}
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--base", default=None, help="baseline model (folder or cached hub name)")
-    p.add_argument("--som", default=None, help="SoM-trained model (folder or cached hub name)")
-    p.add_argument("--base-name", default="baseline")
-    p.add_argument("--som-name", default="SoM")
+    add_model_choice(p)
     p.add_argument("--limit", type=int, default=48, help="number of held-out scenes")
     p.add_argument("--kinds", default=",".join(KINDS), help=f"question kinds from {KINDS}")
     p.add_argument("--device", default="cpu")
@@ -108,8 +105,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    if args.dtype is None and str(args.device) == "cpu":
-        args.dtype = "float32"
+    args.dtype = load_dtype(args.dtype, args.device)
     check_args(args)
     return args
 

@@ -106,8 +106,7 @@ class _RowGroup:
     """The captured query rows of one batch item in one forward pass."""
 
     batch: int
-    indices: list[int]  # query indices within the pass
-    rows: Tensor | None  # the same as a tensor; None when they are every row of the pass
+    rows: Tensor | None  # query indices within the pass; None when they are every row
     positions: list[int]  # absolute positions
     first_position: int
     slots: list[dict[int, Tensor]]  # where each row's attention goes, by layer
@@ -385,7 +384,7 @@ class Recorder:
             every_row = indices == list(range(self._q_len))
             rows = None if every_row else torch.tensor(indices, device=device)
             slots = [self._buffer[(b, p)]["attention"] for p in positions]
-            groups.append(_RowGroup(b, indices, rows, positions, min(positions), slots))
+            groups.append(_RowGroup(b, rows, positions, min(positions), slots))
         return groups
 
     @staticmethod
