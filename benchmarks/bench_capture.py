@@ -32,8 +32,9 @@ its resident set just before the run — it counts torch's CPU allocations, whic
 ``tracemalloc`` does not see, and the captured data still held at the end; captured
 bytes = the tensors a method hands back. Ratios are to plain SDPA generate.
 
-Run: ``python benchmarks/bench_capture.py`` (about 10 minutes on 2 busy cores); it prints
-the tables and writes ``benchmarks/results/bench_capture.md``. On a GPU add
+Run: ``python benchmarks/bench_capture.py`` (10 repetitions, about 5 minutes on 2 quiet
+cores); it prints the tables and writes ``benchmarks/results/bench_capture.md``; each
+verdict also counts the paired repetitions in which the Recorder was faster. On a GPU add
 ``--device cuda`` (optionally ``--dtype bfloat16``): times then wait for the device, and peak
 memory is the rise of the GPU's peak allocated memory.
 """
@@ -308,6 +309,7 @@ def worker(
                 "seconds": statistics.median(s for s, _ in samples[(mode, name)]),
                 "peak_bytes": statistics.median(p for _, p in samples[(mode, name)]),
                 "captured_bytes": nbytes[(mode, name)],
+                "rep_seconds": [s for s, _ in samples[(mode, name)]],
             }
             for mode, name in order
         ],
@@ -356,10 +358,13 @@ def tables(results: list[dict[str, Any]]) -> tuple[str, list[str]]:
                 peer = row(name)
                 faster = rec["seconds"] < peer["seconds"]
                 smaller = rec["peak_bytes"] < peer["peak_bytes"]
+                pairs = list(zip(rec["rep_seconds"], peer["rep_seconds"], strict=True))
+                wins = sum(a < b for a, b in pairs)
                 verdicts.append(
                     f"width {res['width']}, {mode}: Recorder vs {name}: "
                     f"{'faster' if faster else 'NOT faster'} "
-                    f"({rec['seconds']:.2f} vs {peer['seconds']:.2f} s), "
+                    f"({rec['seconds']:.2f} vs {peer['seconds']:.2f} s; faster in {wins} of "
+                    f"{len(pairs)} repetitions), "
                     f"{'smaller' if smaller else 'NOT smaller'} peak "
                     f"({_mib(rec['peak_bytes'])} vs {_mib(peer['peak_bytes'])} MiB), captured "
                     f"{rec['captured_bytes'] / 2**20:.2f} vs {peer['captured_bytes'] / 2**20:.2f} MiB"
@@ -383,7 +388,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--listing", choices=sorted(LISTINGS), default="described")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_capture.md"))
     parser.add_argument("--device", default="cpu", help='"cpu" (default) or "cuda"')
