@@ -72,39 +72,41 @@ class MapCollector(Recorder):
 
     def take_attention(self, layer: int, weights: Float[Tensor, "batch head query key"]) -> None:
         """Keep the selected rows, heads and key columns of one layer's attention map."""
-        if not self.capture_attention or not self._rows:
+        if not self.capture_attention:
             return
-        by_batch: dict[int, list[tuple[int, int]]] = {}
-        for b, index, pos in self._rows:
-            by_batch.setdefault(b, []).append((index, pos))
         heads = self._heads_index.to(weights.device)
-        for b, items in by_batch.items():
-            rows = torch.tensor([i for i, _ in items], device=weights.device)
-            probs = weights[b].index_select(0, heads).index_select(1, rows).float()
+        for group in self._groups:
+            probs = weights[group.batch].index_select(0, heads)
+            if group.rows is not None:
+                probs = probs.index_select(1, group.rows.to(weights.device))
+            probs = probs.detach().float()
             if self.keys == "image":
-                probs = probs.index_select(-1, self._key_index[b].to(probs.device))
-            for j, (_, pos) in enumerate(items):
-                self._buffer[(b, pos)]["attention"][layer] = probs[:, j].detach()
+                probs = probs.index_select(-1, self._keys_on(group.batch, probs.device))
+            group.attention[layer] = probs
 
     def take_hidden(self, layer: int, output: Any) -> None:
         """Keep the selected rows of one decoder layer's output (the residual stream)."""
-        if not self.capture_hidden or not self._rows:
+        if not self.capture_hidden:
             return
         hidden = output[0] if isinstance(output, tuple) else output
-        for b, qi, pos in self._rows:
-            self._buffer[(b, pos)]["hidden"][layer] = hidden[b, qi].detach().float()
+        for group in self._groups:
+            rows = hidden[group.batch]
+            if group.rows is not None:
+                rows = rows.index_select(0, group.rows.to(rows.device))
+            group.hidden[layer] = rows.detach().float()
 
     def _finish(self) -> None:
-        for (b, pos), parts in self._buffer.items():
-            for what, wanted in (
-                ("attention", self.capture_attention),
-                ("hidden", self.capture_hidden),
+        for group in self._all_groups:
+            for what, parts, wanted in (
+                ("attention", group.attention, self.capture_attention),
+                ("hidden", group.hidden, self.capture_hidden),
             ):
-                missing = [la for la in self.layers if la not in parts[what]] if wanted else []
+                missing = [la for la in self.layers if la not in parts] if wanted else []
                 if missing:
                     raise CaptureError(
                         f"the {self.trace.backend} backend delivered no {what} for layer(s) "
-                        f"{missing} at sequence {b}, position {pos}; the model ran a path "
-                        "the backend does not observe (is it a standard LLaVA?)"
+                        f"{missing} at sequence {group.batch}, position(s) {group.positions}; "
+                        "the model ran a path the backend does not observe (is it a "
+                        "standard LLaVA?)"
                     )
         super()._finish()

@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -103,13 +103,18 @@ def _stack_on_host(tensors: list[Tensor]) -> Tensor:
 
 @dataclass(frozen=True)
 class _RowGroup:
-    """The captured query rows of one batch item in one forward pass."""
+    """The captured query rows of one batch item in one forward pass, and what they hold.
+
+    Each layer's rows are kept together (one tensor per layer) until the run ends, so
+    recording a layer costs a handful of tensor operations whatever the number of rows.
+    """
 
     batch: int
     rows: Tensor | None  # query indices within the pass; None when they are every row
     positions: list[int]  # absolute positions
     first_position: int
-    slots: list[dict[int, Tensor]]  # where each row's attention goes, by layer
+    attention: dict[int, Tensor] = field(default_factory=dict)  # layer: [head, row, key]
+    hidden: dict[int, Tensor] = field(default_factory=dict)  # layer: [row, hidden]
 
 
 class Recorder:
@@ -225,9 +230,10 @@ class Recorder:
         self._offset = 0
         self._step = -1
         self._key_index: dict[int, Tensor] = {}
-        self._buffer: dict[tuple[int, int], dict[str, dict[int, Tensor]]] = {}
+        self._key_index_on: dict[tuple[int, torch.device], Tensor] = {}
         # per pass: the rows grouped by batch item, planned once before the layers run
         self._groups: list[_RowGroup] = []
+        self._all_groups: list[_RowGroup] = []  # every pass's groups, for the trace
         self._q_len = 0
         self._head_indices: dict[tuple[Any, int], tuple[Tensor | None, Tensor | None]] = {}
 
@@ -265,8 +271,8 @@ class Recorder:
         for b, i, pos in self._rows:
             token = id_lists[b][i] if id_lists is not None else -1
             self.trace.records.append(QueryRecord(b, pos, token, self._step))
-            self._buffer[(b, pos)] = {"attention": {}, "hidden": {}}
         self._groups = self._plan_groups(embeds.device)
+        self._all_groups += self._groups
         for b in range(batch):
             self._seen_positions[b] = offset + q_len
 
@@ -344,15 +350,25 @@ class Recorder:
             if rows is not None:
                 q = q.index_select(1, rows.to(q.device))
             k = key[b] if kv_heads is None else key[b].index_select(0, kv_heads)
-            # scale the (small) query side; no copies for a float32 model and KV cache
-            scores = torch.matmul(q.float() * scale, k.float().transpose(-1, -2))  # [H, n, kv]
+            # dtype tested here, not by calling .float(): every tensor call counts when a
+            # GPU is kept waiting on the host (the KV cache is never copied for float32)
+            if q.dtype != torch.float32:
+                q, k = q.float(), k.float()
+            scores = torch.matmul(q * scale, k.transpose(-1, -2))  # [H, n, kv], small side scaled
             if mask is not None or group.first_position < kv_len - 1:
                 scores = self._apply_mask(scores, mask, group, kv_len)
             probs = torch.softmax(scores, dim=-1)
             if self.keys == "image":
-                probs = probs.index_select(-1, self._key_index[b].to(probs.device))
-            for slot, row in zip(group.slots, probs.detach().unbind(1), strict=True):
-                slot[layer] = row
+                probs = probs.index_select(-1, self._keys_on(b, probs.device))
+            group.attention[layer] = probs.detach() if probs.requires_grad else probs
+
+    def _keys_on(self, batch: int, device: torch.device) -> Tensor:
+        """The image-key columns of ``batch`` as an index tensor on ``device`` (made once)."""
+        index = self._key_index_on.get((batch, device))
+        if index is None:
+            index = self._key_index[batch].to(device)
+            self._key_index_on[(batch, device)] = index
+        return index
 
     def _heads_for(
         self, device: torch.device, n_heads: int, n_rep: int
@@ -383,8 +399,7 @@ class Recorder:
             positions = [p for _, p in items]
             every_row = indices == list(range(self._q_len))
             rows = None if every_row else torch.tensor(indices, device=device)
-            slots = [self._buffer[(b, p)]["attention"] for p in positions]
-            groups.append(_RowGroup(b, rows, positions, min(positions), slots))
+            groups.append(_RowGroup(b, rows, positions, min(positions)))
         return groups
 
     @staticmethod
@@ -404,11 +419,14 @@ class Recorder:
 
     def _make_hidden_hook(self, layer: int) -> Callable[..., None]:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            if not self._rows:
-                return
             hidden = output[0] if isinstance(output, tuple) else output
-            for b, qi, pos in self._rows:
-                self._buffer[(b, pos)]["hidden"][layer] = hidden[b, qi].detach().float()
+            for group in self._groups:
+                rows = hidden[group.batch]  # [query, hidden]
+                if group.rows is not None:
+                    rows = rows.index_select(0, group.rows.to(rows.device))
+                if rows.requires_grad:
+                    rows = rows.detach()
+                group.hidden[layer] = rows if rows.dtype == torch.float32 else rows.float()
 
         return hook
 
@@ -427,15 +445,15 @@ class Recorder:
                     f"sequence (length {max(self._seen_positions.values(), default=0)}); "
                     "positions are indices into the padded input_ids"
                 )
-        for record in self.trace.records:
-            parts = self._buffer.pop((record.batch, record.position))
-            attention = hidden = None
+        # one device-to-host copy per group and kind; rows are split on the host
+        for group in self._all_groups:
+            keys = [(group.batch, p) for p in group.positions]
             if self.capture_attention:
-                attention = _stack_on_host([parts["attention"][la] for la in self.layers])
+                stacked = _stack_on_host([group.attention[la] for la in self.layers])
+                for key, rows in zip(keys, stacked.unbind(2), strict=True):
+                    self.trace._attention[key] = rows.contiguous()  # [layer, head, key]
             if self.capture_hidden:
-                hidden = _stack_on_host([parts["hidden"][la] for la in self.layers])
-            key = (record.batch, record.position)
-            if attention is not None:
-                self.trace._attention[key] = attention
-            if hidden is not None:
-                self.trace._hidden[key] = hidden
+                stacked = _stack_on_host([group.hidden[la] for la in self.layers])
+                for key, rows in zip(keys, stacked.unbind(1), strict=True):
+                    self.trace._hidden[key] = rows.contiguous()  # [layer, hidden]
+        self._all_groups = []

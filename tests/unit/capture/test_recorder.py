@@ -161,6 +161,30 @@ def test_bf16_model_rows_are_close_to_float32_reference(tiny_llava_path, pair):
     torch.testing.assert_close(got, want, atol=0.03, rtol=0)
 
 
+def test_rows_captured_with_gradients_on_are_detached_and_equal(pair):
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    length = inputs["input_ids"].shape[1]
+    positions = {0: [length - 3, length - 2, length - 1], 1: [length - 1]}
+    with torch.no_grad(), Recorder(sdpa, queries=positions) as plain:
+        sdpa(**inputs)
+    sdpa.requires_grad_(True)
+    try:
+        with torch.enable_grad(), Recorder(sdpa, queries=positions) as graded:
+            sdpa(**inputs)
+    finally:
+        sdpa.requires_grad_(False)
+    for b, wanted in positions.items():
+        for pos in wanted:
+            for got, want in (
+                (graded.trace.attention(b, pos), plain.trace.attention(b, pos)),
+                (graded.trace.hidden(b, pos), plain.trace.hidden(b, pos)),
+            ):
+                assert not got.requires_grad and got.grad_fn is None
+                assert got.is_contiguous()
+                torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
 def test_trace_save_load_round_trip(pair, tmp_path):
     sdpa, _, processor = pair
     _, inputs = two_prompts(processor)
