@@ -445,15 +445,16 @@ class Recorder:
                     f"sequence (length {max(self._seen_positions.values(), default=0)}); "
                     "positions are indices into the padded input_ids"
                 )
-        # one device-to-host copy per group and kind; rows are split on the host
-        for group in self._all_groups:
+        # one device-to-host copy per group and kind; rows are split on the host, and each
+        # group's per-layer tensors are let go as soon as they are copied
+        groups, self._all_groups = self._all_groups, []
+        for group in groups:
             keys = [(group.batch, p) for p in group.positions]
             if self.capture_attention:
-                stacked = _stack_on_host([group.attention[la] for la in self.layers])
+                stacked = _stack_on_host([group.attention.pop(la) for la in self.layers])
                 for key, rows in zip(keys, stacked.unbind(2), strict=True):
                     self.trace._attention[key] = rows.contiguous()  # [layer, head, key]
             if self.capture_hidden:
-                stacked = _stack_on_host([group.hidden[la] for la in self.layers])
+                stacked = _stack_on_host([group.hidden.pop(la) for la in self.layers])
                 for key, rows in zip(keys, stacked.unbind(1), strict=True):
                     self.trace._hidden[key] = rows.contiguous()  # [layer, hidden]
-        self._all_groups = []
