@@ -137,6 +137,20 @@ def measure(
     return sequences, nbytes, seconds, peak
 
 
+def torch_calls(fn: Callable[[], object]) -> int:
+    """Top-level torch operator calls of one run (``torch.profiler``, host side).
+
+    On a GPU, at a shape where the host cannot launch kernels as fast as the device runs
+    them, time grows with these calls whatever the sizes; the count does not depend on the
+    device or on a busy machine.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for event in prof.events() if event.cpu_parent is None)
+
+
 # -- one width, in its own process --------------------------------------------------------------
 def worker(
     width: int, heads: int, layers: int, reps: int, listing: str, device: str, dtype: str
@@ -272,6 +286,14 @@ def worker(
             methods[(mode, name)] = somprobe_backend(backend, queries)
 
     reference = plain()[0].cpu()
+    calls = {
+        name: torch_calls(methods[key])
+        for name, key in (
+            ("plain", ("all", CAPTURE_ALL[0])),
+            ("every", (MODES[0], PER_MODE[0])),
+            ("tags", (MODES[1], PER_MODE[0])),
+        )
+    }
     order = list(methods)
     samples: dict[tuple[str, str], list[tuple[float, float]]] = {key: [] for key in order}
     nbytes: dict[tuple[str, str], int] = {}
@@ -302,6 +324,7 @@ def worker(
         "image_tokens": int((inputs["input_ids"] == processor.image_token_id).sum()),
         "tag_rows": sum(digits(t) for t in fed),
         "forced_text": tokenizer.decode(forced),
+        "torch_calls": calls,
         "rows": [
             {
                 "mode": mode,
@@ -369,6 +392,13 @@ def tables(results: list[dict[str, Any]]) -> tuple[str, list[str]]:
                     f"({_mib(rec['peak_bytes'])} vs {_mib(peer['peak_bytes'])} MiB), captured "
                     f"{rec['captured_bytes'] / 2**20:.2f} vs {peer['captured_bytes'] / 2**20:.2f} MiB"
                 )
+            calls = res["torch_calls"]
+            extra = calls["every" if mode == MODES[0] else "tags"] / calls["plain"] - 1
+            verdicts.append(
+                f"width {res['width']}, {mode}: torch operator calls per run (host side, "
+                f"top level): plain {calls['plain']}, Recorder "
+                f"{calls['every' if mode == MODES[0] else 'tags']} ({extra:+.0%})"
+            )
             if res["width"] >= 1024:
                 ratio = rec["seconds"] / base["seconds"]
                 verdicts.append(
