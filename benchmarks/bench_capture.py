@@ -392,12 +392,12 @@ def tables(results: list[dict[str, Any]]) -> tuple[str, list[str]]:
                     f"({_mib(rec['peak_bytes'])} vs {_mib(peer['peak_bytes'])} MiB), captured "
                     f"{rec['captured_bytes'] / 2**20:.2f} vs {peer['captured_bytes'] / 2**20:.2f} MiB"
                 )
-            calls = res["torch_calls"]
-            extra = calls["every" if mode == MODES[0] else "tags"] / calls["plain"] - 1
+            plain_calls = res["torch_calls"]["plain"]
+            rec_calls = res["torch_calls"]["every" if mode == MODES[0] else "tags"]
             verdicts.append(
                 f"width {res['width']}, {mode}: torch operator calls per run (host side, "
-                f"top level): plain {calls['plain']}, Recorder "
-                f"{calls['every' if mode == MODES[0] else 'tags']} ({extra:+.0%})"
+                f"top level): plain {plain_calls}, Recorder {rec_calls} "
+                f"({rec_calls / plain_calls - 1:+.0%})"
             )
             if res["width"] >= 1024:
                 ratio = rec["seconds"] / base["seconds"]
