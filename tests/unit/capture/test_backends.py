@@ -216,3 +216,18 @@ def test_runtime_installs_are_refused(monkeypatch):
     except ImportError:
         assert ensured is False
     assert subprocess.check_call is fake_check_call
+
+
+def test_collector_reports_layers_a_backend_never_delivered(pair):
+    from somprobe.capture.collector import MapCollector
+
+    _, eager, processor = pair
+    _, inputs = two_prompts(processor)
+    length = inputs["input_ids"].shape[1]
+    collector = MapCollector(eager, backend="test", queries=[length - 1])
+    missing = r"delivered no attention for layer\(s\) \[1\]"
+    with pytest.raises(CaptureError, match=missing), collector, torch.no_grad():
+        out = eager(**inputs, output_attentions=True, output_hidden_states=True)
+        collector.take_attention(0, out.attentions[0])  # layer 1 is never delivered
+        for layer, hidden in enumerate(out.hidden_states[1:]):
+            collector.take_hidden(layer, hidden)
