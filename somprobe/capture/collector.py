@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from somprobe.capture.recorder import Recorder
+from somprobe.capture.recorder import Recorder, _kept
 from somprobe.errors import CaptureError
 
 
@@ -76,10 +76,7 @@ class MapCollector(Recorder):
             return
         heads = self._heads_index.to(weights.device)
         for group in self._groups:
-            probs = weights[group.batch].index_select(0, heads)
-            if group.rows is not None:
-                probs = probs.index_select(1, group.rows.to(weights.device))
-            probs = probs.detach().float()
+            probs = _kept(group.take(weights[group.batch].index_select(0, heads), 1))
             if self.keys == "image":
                 probs = probs.index_select(-1, self._keys_on(group.batch, probs.device))
             group.attention[layer] = probs
@@ -90,10 +87,7 @@ class MapCollector(Recorder):
             return
         hidden = output[0] if isinstance(output, tuple) else output
         for group in self._groups:
-            rows = hidden[group.batch]
-            if group.rows is not None:
-                rows = rows.index_select(0, group.rows.to(rows.device))
-            group.hidden[layer] = rows.detach().float()
+            group.hidden[layer] = _kept(group.take(hidden[group.batch], 0))
 
     def _finish(self) -> None:
         for group in self._all_groups:

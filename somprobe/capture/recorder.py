@@ -116,6 +116,23 @@ class _RowGroup:
     attention: dict[int, Tensor] = field(default_factory=dict)  # layer: [head, row, key]
     hidden: dict[int, Tensor] = field(default_factory=dict)  # layer: [row, hidden]
 
+    def take(self, tensor: Tensor, dim: int) -> Tensor:
+        """This group's query rows of ``tensor`` (one batch item), along ``dim``."""
+        if self.rows is None:
+            return tensor
+        return tensor.index_select(dim, self.rows.to(tensor.device))
+
+
+def _kept(tensor: Tensor) -> Tensor:
+    """``tensor`` as the trace keeps it: float32, out of any autograd graph.
+
+    The dtype and the grad flag are tested rather than calling ``.float()`` / ``.detach()``
+    unconditionally: every tensor call counts when a GPU is kept waiting on the host.
+    """
+    if tensor.requires_grad:
+        tensor = tensor.detach()
+    return tensor if tensor.dtype == torch.float32 else tensor.float()
+
 
 class Recorder:
     """Record attention rows and hidden states of a HF LLaVA model. See module docstring.
@@ -226,15 +243,12 @@ class Recorder:
     # -- per forward pass ----------------------------------------------------------------------
     def _reset_pass_state(self) -> None:
         self._pass_ids: Tensor | None = None
-        self._rows: list[tuple[int, int, int]] = []  # (batch, query index, position)
-        self._offset = 0
         self._step = -1
         self._key_index: dict[int, Tensor] = {}
         self._key_index_on: dict[tuple[int, torch.device], Tensor] = {}
         # per pass: the rows grouped by batch item, planned once before the layers run
         self._groups: list[_RowGroup] = []
         self._all_groups: list[_RowGroup] = []  # every pass's groups, for the trace
-        self._q_len = 0
         self._head_indices: dict[tuple[Any, int], tuple[Tensor | None, Tensor | None]] = {}
 
     def _on_embeddings(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
@@ -264,14 +278,12 @@ class Recorder:
             self.trace.prompt_length = q_len
             self._find_keys(ids, batch)
         self._step += 1
-        self._offset = offset
         id_lists = ids.tolist() if ids is not None else None  # one device read per pass
-        self._rows = self._select(id_lists, batch, q_len, offset)
-        self._q_len = q_len
-        for b, i, pos in self._rows:
+        rows = self._select(id_lists, batch, q_len, offset)
+        for b, i, pos in rows:
             token = id_lists[b][i] if id_lists is not None else -1
             self.trace.records.append(QueryRecord(b, pos, token, self._step))
-        self._groups = self._plan_groups(embeds.device)
+        self._groups = self._plan_groups(rows, q_len, embeds.device)
         self._all_groups += self._groups
         for b in range(batch):
             self._seen_positions[b] = offset + q_len
@@ -337,7 +349,7 @@ class Recorder:
         mask: Tensor | None,
         scaling: float | None,
     ) -> None:
-        if not self.capture_attention or not self._rows:
+        if not self.capture_attention or not self._groups:
             return
         layer = int(module.layer_idx)  # type: ignore[arg-type]
         n_heads, kv_len = query.shape[1], key.shape[2]
@@ -345,22 +357,17 @@ class Recorder:
         heads, kv_heads = self._heads_for(query.device, n_heads, n_rep)
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         for group in self._groups:
-            b, rows = group.batch, group.rows
-            q = query[b] if heads is None else query[b].index_select(0, heads)
-            if rows is not None:
-                q = q.index_select(1, rows.to(q.device))
+            b = group.batch
+            q = group.take(query[b] if heads is None else query[b].index_select(0, heads), 1)
             k = key[b] if kv_heads is None else key[b].index_select(0, kv_heads)
-            # dtype tested here, not by calling .float(): every tensor call counts when a
-            # GPU is kept waiting on the host (the KV cache is never copied for float32)
-            if q.dtype != torch.float32:
-                q, k = q.float(), k.float()
+            q, k = _kept(q), _kept(k)  # the KV cache is never copied for a float32 model
             scores = torch.matmul(q * scale, k.transpose(-1, -2))  # [H, n, kv], small side scaled
             if mask is not None or group.first_position < kv_len - 1:
                 scores = self._apply_mask(scores, mask, group, kv_len)
             probs = torch.softmax(scores, dim=-1)
             if self.keys == "image":
                 probs = probs.index_select(-1, self._keys_on(b, probs.device))
-            group.attention[layer] = probs.detach() if probs.requires_grad else probs
+            group.attention[layer] = _kept(probs)
 
     def _keys_on(self, batch: int, device: torch.device) -> Tensor:
         """The image-key columns of ``batch`` as an index tensor on ``device`` (made once)."""
@@ -383,7 +390,9 @@ class Recorder:
             self._head_indices[(device, n_rep)] = cached
         return cached
 
-    def _plan_groups(self, device: torch.device) -> list[_RowGroup]:
+    def _plan_groups(
+        self, rows: list[tuple[int, int, int]], q_len: int, device: torch.device
+    ) -> list[_RowGroup]:
         """This pass's rows by batch item, worked out once for all layers.
 
         Index tensors are made here, before the layers run, so that no host-to-device copy
@@ -391,15 +400,15 @@ class Recorder:
         every query row of the pass (one decoding step) needs none.
         """
         by_batch: dict[int, list[tuple[int, int]]] = {}
-        for b, index, pos in self._rows:
+        for b, index, pos in rows:  # (batch, query index, position)
             by_batch.setdefault(b, []).append((index, pos))
         groups = []
         for b, items in by_batch.items():
             indices = [i for i, _ in items]
             positions = [p for _, p in items]
-            every_row = indices == list(range(self._q_len))
-            rows = None if every_row else torch.tensor(indices, device=device)
-            groups.append(_RowGroup(b, rows, positions, min(positions)))
+            every_row = indices == list(range(q_len))
+            selected = None if every_row else torch.tensor(indices, device=device)
+            groups.append(_RowGroup(b, selected, positions, min(positions)))
         return groups
 
     @staticmethod
@@ -409,10 +418,7 @@ class Recorder:
             allowed = torch.arange(kv_len, device=scores.device)[None, :] <= pos[:, None]
             return scores.masked_fill(~allowed[None], float("-inf"))
         b = group.batch
-        rows = mask[b if mask.shape[0] > 1 else 0, 0]
-        if group.rows is not None:  # else the group keeps every query row of the mask
-            rows = rows.index_select(0, group.rows.to(rows.device))
-        rows = rows[..., :kv_len]
+        rows = group.take(mask[b if mask.shape[0] > 1 else 0, 0], 0)[..., :kv_len]
         if rows.dtype == torch.bool:
             return scores.masked_fill(~rows[None], float("-inf"))
         return scores + rows[None].float()
@@ -421,12 +427,7 @@ class Recorder:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
             hidden = output[0] if isinstance(output, tuple) else output
             for group in self._groups:
-                rows = hidden[group.batch]  # [query, hidden]
-                if group.rows is not None:
-                    rows = rows.index_select(0, group.rows.to(rows.device))
-                if rows.requires_grad:
-                    rows = rows.detach()
-                group.hidden[layer] = rows if rows.dtype == torch.float32 else rows.float()
+                group.hidden[layer] = _kept(group.take(hidden[group.batch], 0))  # [row, hidden]
 
         return hook
 

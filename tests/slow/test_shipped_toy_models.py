@@ -7,9 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+from somprobe_testing import load_experiment
 
-from somprobe.data.toyworld import WorldConfig
-from somprobe.data.toyworld.dataset import write_eval_split
 from somprobe.evals import evaluate
 from somprobe.models import load_model
 
@@ -18,10 +17,8 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 
 @pytest.fixture(scope="module")
 def eval_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first held-out scenes of world seed 0: the same scenes the cards were scored on."""
-    root = tmp_path_factory.mktemp("toy-eval")
-    write_eval_split(root, WorldConfig(), 24, seed=0, progress=False)
-    return root
+    """The scenes ``check_sample.json`` was scored on, written by the training job's own code."""
+    return load_experiment("train_toy_models").write_check_split(tmp_path_factory.mktemp("c"))
 
 
 @pytest.mark.slow
