@@ -28,8 +28,8 @@ from sklearn.metrics import roc_auc_score
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from somprobe import tags
-from somprobe.align import RegionMaps, score_maps
+from somprobe.measure import mentions
+from somprobe.measure.align import RegionMaps, score_maps
 
 
 def loop_reference(att: np.ndarray, maps: RegionMaps, k: int, thr: float) -> dict[str, np.ndarray]:
@@ -90,12 +90,12 @@ def bench_decode(n_tokens: int, reps: int) -> tuple[float, float, int]:
     lines = [f"{i}. {words[i % len(words)]}" for i in range(1, 400)]
     tok = llama_like(lines)
     ids = tok.encode("\n".join(lines), add_special_tokens=False)[:n_tokens]
-    full = tags._decode(tok, ids)
-    assert "".join(p for p, _, _ in tags._pieces_windowed(tok, ids)) == full
+    full = mentions._decode(tok, ids)
+    assert "".join(p for p, _, _ in mentions._pieces_windowed(tok, ids)) == full
     t_win, t_pre = [], []
     for _ in range(reps):
-        t_win.append(timeit(lambda: tags._pieces_windowed(tok, ids)))
-        t_pre.append(timeit(lambda: tags._pieces_prefix(tok, ids, full)))
+        t_win.append(timeit(lambda: mentions._pieces_windowed(tok, ids)))
+        t_pre.append(timeit(lambda: mentions._pieces_prefix(tok, ids, full)))
     return statistics.median(t_win), statistics.median(t_pre), len(ids)
 
 

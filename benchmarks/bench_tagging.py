@@ -45,10 +45,10 @@ import numpy as np
 from PIL import Image
 from skimage import data, draw, segmentation
 
-from somprobe import marks
-from somprobe.marks import mark_position, tag_regions
-from somprobe.regions import Region, from_label_image
-from somprobe.regions.base import mask_bbox
+from somprobe.tagging import mark_position, tag_regions
+from somprobe.tagging import place as placement
+from somprobe.tagging.regions import Region, from_label_image
+from somprobe.tagging.regions.base import mask_bbox
 
 W, H, N = 640, 480, 20
 
@@ -97,12 +97,12 @@ def dense_placement(fn: Callable[[], object]) -> Callable[[], object]:
     """``fn`` run with the plain placement: the distance transform of each whole box."""
 
     def run() -> object:
-        fast = marks._farthest_pixel
-        marks._farthest_pixel = marks._farthest_pixel_dense
+        fast = placement._farthest_pixel
+        placement._farthest_pixel = placement._farthest_pixel_dense
         try:
             return fn()
         finally:
-            marks._farthest_pixel = fast
+            placement._farthest_pixel = fast
 
     return run
 

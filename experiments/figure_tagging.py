@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import _common as common
 from PIL import Image
 from skimage import data
 
-from somprobe.marks import tag_regions
-from somprobe.regions import from_superpixels
+from somprobe.io import atomic_path
+from somprobe.tagging import tag_regions
+from somprobe.tagging.regions import from_superpixels
 
 
 def main(out: Path) -> None:
@@ -33,7 +35,8 @@ def main(out: Path) -> None:
     both = Image.new("RGB", (2 * w + gap, h), "white")
     both.paste(numbers.image, (0, 0))
     both.paste(letters.image, (w + gap, 0))
-    both.save(out / "tagging_astronaut.png", optimize=True)
+    with atomic_path(out / "tagging_astronaut.png") as tmp:
+        both.save(tmp, format="PNG", optimize=True)
     print(
         f"{len(regions)} regions → {len(numbers.tagset)} tags "
         f"({len(numbers.tagset.skipped)} skipped), font {numbers.tagset.options['font_size']} px"
@@ -42,5 +45,5 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "figures")
+    parser.add_argument("--out", type=Path, default=common.ROOT / "figures")
     main(parser.parse_args().out)

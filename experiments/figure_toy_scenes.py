@@ -10,16 +10,16 @@ Run:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
+import _common as common
 import matplotlib.pyplot as plt
 
 from somprobe.data.toyworld import WorldConfig, make_scene, tag_scene
+from somprobe.measure import save_figure
 
-OUT = Path(__file__).resolve().parents[1] / "figures" / "toy_scenes.png"
+OUT = common.ROOT / "figures" / "toy_scenes.png"
 
 
 def main() -> None:
@@ -53,8 +53,7 @@ def main() -> None:
         fontsize=8,
     )
     fig.tight_layout()
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(OUT, dpi=160)
+    save_figure(fig, OUT, dpi=160)
     print(f"wrote {OUT}")
 
 

@@ -26,28 +26,22 @@ Real checkpoints go through the same code path (on the same toy scenes):
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import _common as common
 import numpy as np
 import pandas as pd
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attn_alignment import ROOT, add_model_choice, load_dtype, resolve_models, write_csv
 
 from somprobe.data.toyworld import WorldConfig
 from somprobe.data.toyworld.dataset import write_eval_split
-from somprobe.errors import InputError, SomprobeError
+from somprobe.errors import SomprobeError
 from somprobe.evals import evaluate
-from somprobe.models import load_model
-from somprobe.plots import save_figure
+from somprobe.measure import save_figure
 from somprobe.probes.bootstrap import Resampler
 
 #: metric -> (numerator column, denominator column; None: one per item), per task.
@@ -64,6 +58,10 @@ POPE_METRICS: dict[str, tuple[str, str | None]] = {
     "accuracy": ("hit", None),
     "yes_ratio": ("said_yes", None),
 }
+TOY_THREADS_HELP = (
+    "1 for the toy models on CPU, which are tiny and much slower with more threads on a\n"
+    "busy machine; else torch's"
+)
 PLOTTED = [
     ("listing", "all", "list_accuracy", "list-wise\naccuracy"),
     ("listing", "all", "recall", "recall"),
@@ -76,50 +74,22 @@ PLOTTED = [
 ]
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """The options every two-model job here shares: models, names, device, dtype, threads."""
-    add_model_choice(p)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (CPU: float32)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: 1 for the toy models on CPU, which are tiny and "
-        "much slower with more threads on a busy machine; else torch's default)",
-    )
-    p.add_argument("--no-progress", action="store_true")
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_model_args(p)
+    common.add_model_args(p, threads_default=TOY_THREADS_HELP)
     p.add_argument("--limit", type=int, default=150, help="number of held-out scenes")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="toy-world seed and bootstrap seed")
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "listing_eval")
-    p.add_argument("--figures", type=Path, default=ROOT / "figures")
+    p.add_argument("--out", type=Path, default=common.ROOT / "results" / "listing_eval")
+    p.add_argument("--figures", type=Path, default=common.ROOT / "figures")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     return p.parse_args(argv)
 
 
 def check_args(args: argparse.Namespace) -> None:
     """Reject values that would only fail later (or silently measure nothing)."""
-    for name in ("limit", "batch_size", "bootstrap"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be ≥ 1, got {args.threads}")
-    if args.base_name == args.som_name:
-        raise InputError("--base-name and --som-name must differ")
-
-
-def setup_torch(args: argparse.Namespace) -> str | None:
-    """Set the CPU thread count; return the dtype to load (float32 on CPU by default)."""
-    threads = args.threads or (1 if args.device == "cpu" and not args.base else None)
-    if threads:
-        torch.set_num_threads(threads)
-    return load_dtype(args.dtype, args.device)
+    common.check_positive(args, "limit", "batch_size", "bootstrap")
+    common.check_model_args(args)
 
 
 def item_tables(result: Any, model: str, split: Path) -> dict[str, pd.DataFrame]:
@@ -233,13 +203,6 @@ def plot_summary(summary: pd.DataFrame, names: tuple[str, str], title: str) -> A
     return fig
 
 
-def fmt(value: float, lo: float, hi: float, signed: bool = False) -> str:
-    if np.isnan(value):
-        return "n/a"
-    f = "+.3f" if signed else ".3f"
-    return f"{value:{f}} [{lo:{f}}, {hi:{f}}]"
-
-
 def print_summary(comparison: pd.DataFrame, names: tuple[str, str], info: dict[str, Any]) -> None:
     print(
         f"\nheld-out scenes: {info['scenes']}  time: {info['seconds']} s (CPU {info['cpu_seconds']} s)"
@@ -249,59 +212,29 @@ def print_summary(comparison: pd.DataFrame, names: tuple[str, str], info: dict[s
     print(f"{'task':9s} {'setting':11s} {'metric':17s} {names[0]:>22s} {names[1]:>22s} "
           f"{names[1] + ' - ' + names[0]:>24s}")  # fmt: skip
     for r in comparison.itertuples():
-        a, b = fmt(r.value_a, r.low_a, r.high_a), fmt(r.value_b, r.low_b, r.high_b)
-        d = fmt(r.diff, r.low, r.high, signed=True)
+        a, b = (
+            common.fmt_ci(r.value_a, r.low_a, r.high_a),
+            common.fmt_ci(r.value_b, r.low_b, r.high_b),
+        )
+        d = common.fmt_ci(r.diff, r.low, r.high, signed=True)
         print(f"{r.task:9s} {r.setting:11s} {r.metric:17s} {a:>22s} {b:>22s} {d:>24s}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_job(run, parse_args(argv), "listing_eval")
-
-
-def write_run_info(
-    args: argparse.Namespace,
-    models: dict[str, str],
-    untrained: bool,
-    clocks: tuple[float, float],
-    **extra: Any,
-) -> dict[str, Any]:
-    """What ran, and how long (wall and CPU seconds since ``clocks``): ``<out>/run.json``."""
-    info = {
-        "scenes": args.limit,
-        **extra,
-        "models": models,
-        "untrained_stand_ins": untrained,
-        "bootstrap": args.bootstrap,
-        "seed": args.seed,
-        "seconds": round(time.perf_counter() - clocks[0], 1),
-        "cpu_seconds": round(time.process_time() - clocks[1], 1),
-    }
-    (args.out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
-    return info
-
-
-def run_job(job: Callable[[argparse.Namespace], int], args: argparse.Namespace, name: str) -> int:
-    """Run ``job``; a somprobe error (bad input, missing model) is one line and exit code 2."""
-    try:
-        return job(args)
-    except SomprobeError as err:
-        print(f"{name}: error: {err}", file=sys.stderr)
-        return 2
+    return common.run_job(run, parse_args(argv), "listing_eval")
 
 
 def run(args: argparse.Namespace) -> int:
     started, cpu = time.perf_counter(), time.process_time()
     check_args(args)
-    dtype = setup_torch(args)
-    base_path, som_path, untrained = resolve_models(args)
-    names = (args.base_name, args.som_name)
+    dtype = common.setup_torch(args, toy_cpu_threads=1)
+    pair = common.resolve_models(args)
+    names = pair.names
     tables: dict[str, dict[str, pd.DataFrame]] = {}
     with tempfile.TemporaryDirectory(prefix="listing_eval_") as tmp:
         split = Path(tmp) / "eval"
         write_eval_split(split, WorldConfig(), args.limit, seed=args.seed, progress=False)
-        for name, path in zip(names, (base_path, som_path), strict=True):
-            model, processor = load_model(path, dtype=dtype, device_map=None)
-            model.to(args.device)
+        for name, model, processor in common.load_each(pair, args, dtype):
             result = evaluate(
                 model, processor, split, tasks=("listing", "pope"),
                 batch_size=args.batch_size, progress=not args.no_progress,
@@ -310,15 +243,14 @@ def run(args: argparse.Namespace) -> int:
             del model
     summary, comparison = summarise(tables, names, args.bootstrap, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(summary, args.out / "summary.csv")
-    write_csv(comparison, args.out / "comparison.csv")
+    common.write_csv(summary, args.out / "summary.csv")
+    common.write_csv(comparison, args.out / "comparison.csv")
     for task in ("listing", "pope"):
         items = pd.concat([tables[n][task] for n in names], ignore_index=True)
-        write_csv(items, args.out / f"{task}_items.csv")
+        common.write_csv(items, args.out / f"{task}_items.csv")
     title = f"{names[0]} vs {names[1]}: tag listing and POPE on {args.limit} held-out toy scenes"
     save_figure(plot_summary(summary, names, title), args.figures / "listing_accuracy.png")
-    models = {names[0]: base_path, names[1]: som_path}
-    info = write_run_info(args, models, untrained, (started, cpu))
+    info = common.write_run_info(args, pair, (started, cpu))
     print_summary(comparison, names, info)
     return 0
 

@@ -32,29 +32,21 @@ Real checkpoints go through the same code path (on the same toy scenes):
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import _common as common
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attn_alignment import ROOT, resolve_models, write_csv
-from listing_eval import add_model_args, check_args, run_job, setup_torch, write_run_info
-
-from somprobe.capture import digit_token_filter, teacher_force
-from somprobe.data.listing import listing_answer
 from somprobe.data.toyworld import WorldConfig, tag_scene
 from somprobe.data.toyworld.dataset import EVAL_LISTING_PROMPT, iter_scenes
 from somprobe.errors import InputError, SomprobeError
-from somprobe.marks import TaggedImage
-from somprobe.models import load_model
-from somprobe.plots import save_figure
+from somprobe.measure import save_figure, teacher_forced_listing
 from somprobe.probes import (
     REGION_TARGETS,
     ProbeDataset,
@@ -63,7 +55,7 @@ from somprobe.probes import (
     plot_probe_curves,
     run_probes,
 )
-from somprobe.tags import find_tag_mentions
+from somprobe.tagging import TaggedImage
 
 TARGETS = ("colour", "shape", "centroid_x", "centroid_y", "area")
 TARGET_LABELS = {
@@ -78,7 +70,7 @@ TARGET_LABELS = {
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_model_args(p)
+    common.add_model_args(p, threads_default="1 for the toy models on CPU, else torch's")
     p.add_argument("--limit", type=int, default=300, help="number of held-out scenes")
     p.add_argument(
         "--targets",
@@ -91,8 +83,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the L2")
     p.add_argument("--test-size", type=float, default=0.2, help="share of images held out")
     p.add_argument("--seed", type=int, default=0, help="toy-world, split and bootstrap seed")
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "probe_tags")
-    p.add_argument("--figures", type=Path, default=ROOT / "figures")
+    p.add_argument("--out", type=Path, default=common.ROOT / "results" / "probe_tags")
+    p.add_argument("--figures", type=Path, default=common.ROOT / "figures")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     return p.parse_args(argv)
 
@@ -106,35 +98,20 @@ def tag_token_dataset(
     desc: str,
 ) -> ProbeDataset:
     """Hidden states at every tag number of the teacher-forced listing, all scenes."""
-    digits = digit_token_filter(processor.tokenizer)
     parts = []
     starts = range(0, len(tagged), args.batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=args.no_progress):
         chunk = tagged[start : start + args.batch_size]
-        result = teacher_force(
-            model,
-            processor,
-            [t.image for t in chunk],
-            [args.question] * len(chunk),
-            [listing_answer(t.tagset) for t in chunk],
-            queries=digits,
-            attention=False,
+        result, mentions = teacher_forced_listing(
+            model, processor, chunk, question=args.question, attention=False
         )
-        frames = []
         for b, item in enumerate(chunk):
-            first, end = result.answer_spans[b]
-            ids = result.inputs["input_ids"][b, first:end].tolist()
-            found = find_tag_mentions(
-                processor.tokenizer, ids, tag_ids=item.tagset, offset=first, batch=b
-            )
+            found = mentions[mentions["batch"] == b]
             if sorted(found["tag_id"]) != sorted(item.tagset.ids):
                 raise SomprobeError(
                     f"scene {keys[start + b]}: the listing's tag mentions {list(found['tag_id'])} "
                     f"do not match its tags {item.tagset.ids}"
                 )
-            frames.append(found)
-        mentions = pd.concat(frames, ignore_index=True)
-        mentions["position"] = [int(p[-1]) for p in mentions["scored_positions"]]
         parts.append(
             build_probe_dataset(
                 result.trace,
@@ -225,8 +202,7 @@ def interval(row: pd.Series) -> tuple[float, float, float]:
 
 
 def fmt(v: tuple[float, float, float], signed: bool = False) -> str:
-    f = "+.3f" if signed else ".3f"
-    return f"{v[0]:{f}} [{v[1]:{f}}, {v[2]:{f}}]"
+    return common.fmt_ci(*v, signed=signed)
 
 
 def print_summary(
@@ -255,20 +231,21 @@ def print_summary(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_job(run, parse_args(argv), "probe_tags")
+    return common.run_job(run, parse_args(argv), "probe_tags")
 
 
 def run(args: argparse.Namespace) -> int:
     started, cpu = time.perf_counter(), time.process_time()
-    check_args(args)
+    common.check_positive(args, "limit", "batch_size", "bootstrap")
+    common.check_model_args(args)
     if args.folds < 2 or not 0 < args.test_size < 1:
         raise InputError("--folds must be ≥ 2 and --test-size lie strictly between 0 and 1")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not targets:
         raise InputError("--targets is empty; name at least one, e.g. colour")
-    names = (args.base_name, args.som_name)
-    dtype = setup_torch(args)
-    base_path, som_path, untrained = resolve_models(args)
+    dtype = common.setup_torch(args, toy_cpu_threads=1)
+    pair = common.resolve_models(args)
+    names = pair.names
     scenes = list(iter_scenes(WorldConfig(), "eval", args.limit, seed=args.seed))
     tagged = [tag_scene(scene) for _, scene in scenes]
     keys = [key for key, _ in scenes]
@@ -277,9 +254,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise InputError(f"unknown --targets {unknown}; choose from {sorted(known)}")
     results, datasets = {}, {}
-    for name, path in zip(names, (base_path, som_path), strict=True):
-        model, processor = load_model(path, dtype=dtype, device_map=None)
-        model.to(args.device)
+    for name, model, processor in common.load_each(pair, args, dtype):
         ds = tag_token_dataset(model, processor, tagged, keys, args, desc=f"{name} capture")
         del model
         datasets[name] = ds
@@ -294,17 +269,16 @@ def run(args: argparse.Namespace) -> int:
         results[names[0]], results[names[1]], names=names, n_boot=args.bootstrap, seed=args.seed
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(scores, args.out / "probes.csv")
-    write_csv(comparison, args.out / "comparison.csv")
+    common.write_csv(scores, args.out / "probes.csv")
+    common.write_csv(comparison, args.out / "comparison.csv")
     ds = datasets[names[0]]
     title = (
         f"Linear probes at tag tokens, {names[0]} vs {names[1]}: task, control and baseline by "
         f"layer\n({args.limit} held-out toy scenes, shaded: 95% bootstrap CI over test images)"
     )
     save_figure(plot_layers(scores, targets, title), args.figures / "probe_layers.png")
-    models = {names[0]: base_path, names[1]: som_path}
-    info = write_run_info(
-        args, models, untrained, (started, cpu),
+    info = common.write_run_info(
+        args, pair, (started, cpu),
         samples=len(ds.samples), layers=ds.layers, targets=targets,
     )  # fmt: skip
     print_summary(summarise(scores, comparison, names), names, info)

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import _common as common
 import pandas as pd
 import torch
 
@@ -50,9 +51,10 @@ from somprobe.data.toyworld.dataset import load_manifest, write_eval_split, writ
 from somprobe.errors import SomprobeError
 from somprobe.evals import evaluate
 from somprobe.finetune import PeriodicEval, finetune
+from somprobe.io import atomic_write
+from somprobe.measure import save_figure
 from somprobe.models import build_tiny_llava, load_model
 
-ROOT = Path(__file__).resolve().parent.parent
 #: The toy models' shape: the feasibility run's, with the text width trimmed to fit 10 MB.
 MODEL_SHAPE: dict[str, Any] = {
     "image_size": 112,
@@ -78,11 +80,11 @@ log = logging.getLogger("train_toy_models")
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", type=Path, default=ROOT / "models", help="where the models go")
+    p.add_argument("--out", type=Path, default=common.ROOT / "models", help="where the models go")
     p.add_argument(
         "--work",
         type=Path,
-        default=ROOT / "runs" / "toy_models",
+        default=common.ROOT / "runs" / "toy_models",
         help="checkpoints, logs, the generated dataset (not committed)",
     )
     p.add_argument(
@@ -338,9 +340,7 @@ def write_curve(args: argparse.Namespace) -> None:
     if not parts:
         return
     curve = pd.concat(parts, ignore_index=True).sort_values(["model", "step", "metric"])
-    tmp = args.out / "toy_training_curve.csv.tmp"
-    curve.to_csv(tmp, index=False)
-    tmp.replace(args.out / "toy_training_curve.csv")
+    common.write_csv(curve, args.out / "toy_training_curve.csv")
     plot_curve(curve, args.out / "toy_training_curve.png")
 
 
@@ -432,13 +432,11 @@ def write_check_sample(dest: Path, model: Any, processor: Any, split: Path) -> N
             for m in ("list_accuracy", "recall", "colour_accuracy", "shape_accuracy")
         },
     }
-    tmp = dest / "check_sample.json.tmp"
-    tmp.write_text(json.dumps(check, indent=2) + "\n")
-    os.replace(tmp, dest / "check_sample.json")
+    common.write_json(check, dest / "check_sample.json")
 
 
 def write_card(dest: Path, card: dict[str, Any], final: pd.DataFrame) -> None:
-    (dest / "training.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    common.write_json(card, dest / "training.json")
     rows = "\n".join(
         f"| {r.task} | {r.setting} | {r.metric} | {r.value:.3f} | {r.n} |"
         for r in final.itertuples()
@@ -470,7 +468,8 @@ Listing is scored on tagged held-out scenes (list-wise accuracy = items listed c
 items listed); POPE is existence on untagged held-out scenes. Full details:
 `training.json`.
 """
-    (dest / "README.md").write_text(text)
+    with atomic_write(dest / "README.md") as fh:
+        fh.write(text)
 
 
 def plot_curve(curve: pd.DataFrame, path: Path) -> None:
@@ -491,8 +490,7 @@ def plot_curve(curve: pd.DataFrame, path: Path) -> None:
         ax.set_ylim(0, 1)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -528,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = {"wall_seconds": round(wall, 1), "command": " ".join(
             [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
             "cpu_count": os.cpu_count(), "parallel": bool(args.parallel)}  # fmt: skip
-        (args.out / "toy_training_run.json").write_text(json.dumps(run, indent=2) + "\n")
+        common.write_json(run, args.out / "toy_training_run.json")
     return 0
 
 

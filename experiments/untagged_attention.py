@@ -16,10 +16,10 @@ Each model writes its answer (greedy). The attention of the question's object-wo
 tokens is captured in the prompt pass of that generation; the attention of the answer
 tokens in one forward pass over the prompt and the model's own answer (so the last
 token has a row too). Both are scored per layer and head against the queried object's
-pixels (``somprobe.align.score_alignment``: share of the image attention on the object,
+pixels (``somprobe.measure.align.score_alignment``: share of the image attention on the object,
 lift over its area, top-k hit rate, pointing game, AUROC), heads averaged per layer, and
 the two models are compared on the same questions with paired statistics
-(``somprobe.stats.compare_models``: Wilcoxon, BCa bootstrap CI, Holm over token
+(``somprobe.measure.stats.compare_models``: Wilcoxon, BCa bootstrap CI, Holm over token
 groups × layers).
 
 Writes ``results/untagged_attention/`` (``scores.csv`` one row per model × question ×
@@ -35,9 +35,7 @@ Any two HF LLaVA checkpoints go through the same code path:
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -46,6 +44,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import _common as common
 import numpy as np
 import pandas as pd
 import torch
@@ -54,25 +53,28 @@ from PIL import Image
 from scipy.stats import binomtest
 from tqdm.auto import tqdm
 
-from somprobe.align import aggregate_by_layer, region_maps, score_alignment, score_maps
 from somprobe.capture import capture
-from somprobe.data.llava_json import AtomicWriter
 from somprobe.data.seeding import rng_for
 from somprobe.data.toyworld import ToyScene, WorldConfig, tag_scene
 from somprobe.data.toyworld.dataset import iter_scenes
 from somprobe.data.toyworld.questions import instruct_candidates
-from somprobe.errors import InputError, SomprobeError
+from somprobe.errors import InputError
 from somprobe.evals.tag_qa import answer_correct
-from somprobe.marks import TagSet
-from somprobe.models import ImageLayout, build_prompt, load_model, prepare_inputs
-from somprobe.plots import plot_layer_curves, save_figure, top_patch_boxes
-from somprobe.stats import compare_models
-from somprobe.tags import decode_with_offsets
+from somprobe.measure import (
+    aggregate_by_layer,
+    compare_models,
+    decode_with_offsets,
+    patch_attention,
+    plot_layer_curves,
+    region_maps,
+    save_figure,
+    score_alignment,
+    score_maps,
+)
+from somprobe.measure.plots import draw_top_patches
+from somprobe.models import ImageLayout, build_prompt, pad_token_id, prepare_inputs
+from somprobe.tagging import TagSet
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attn_alignment import add_model_choice, load_dtype, resolve_models  # shared options
-
-ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("colour", "shape", "exists")
 GROUPS = ("question_word", "answer")
 METRICS = ["share_object", "lift_object", "topk_hit", "pointing", "auroc"]
@@ -82,16 +84,9 @@ _SCORED_AS = {"colour": "colour", "shape": "shape", "exists": "is_there"}
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_model_choice(p)
+    common.add_model_args(p)
     p.add_argument("--limit", type=int, default=48, help="number of held-out scenes")
     p.add_argument("--kinds", default=",".join(KINDS), help=f"question kinds from {KINDS}")
-    p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--dtype",
-        default=None,
-        help="float32 | float16 | bfloat16 (default: float32 on CPU, where half precision\n"
-        "is slow, else the checkpoint's own)",
-    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=12)
     p.add_argument("--k", type=int, default=5, help="top-k of the hit rate")
@@ -99,14 +94,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--figure-scenes", type=int, default=3, help="scenes in the Fig. 2 picture")
     p.add_argument("--figure-layer", type=int, default=None, help="default: most object-focused")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "untagged_attention")
-    p.add_argument("--figures", type=Path, default=ROOT / "figures")
+    p.add_argument("--out", type=Path, default=common.ROOT / "results" / "untagged_attention")
+    p.add_argument("--figures", type=Path, default=common.ROOT / "figures")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    args.dtype = load_dtype(args.dtype, args.device)
-    check_args(args)
     return args
 
 
@@ -122,6 +114,7 @@ def check_args(args: argparse.Namespace) -> None:
             )
     if args.figure_scenes < 0:
         raise InputError(f"--figure-scenes must be 0 or more, got {args.figure_scenes}")
+    common.check_model_args(args)
 
 
 # --------------------------------------------------------------------------------------
@@ -227,14 +220,6 @@ class Capture:
     maps: dict[int, tuple[np.ndarray, ImageLayout, int]]  # qid → ((layer, head, r, c), layout, b)
 
 
-def _patch_map(trace: Any, layout: ImageLayout, b: int, positions: list[int]) -> np.ndarray:
-    """Mean attention of ``positions`` over the image patches: ``(layer, head, rows, cols)``."""
-    keys = trace.key_positions(b).tolist()
-    cols = [keys.index(int(p)) for p in layout.patch_positions(b)]
-    att = torch.stack([trace.attention(b, p) for p in positions]).float().mean(0)
-    return att[..., cols].reshape(*att.shape[:2], *layout.grid(b)).numpy()
-
-
 def _score(
     trace: Any,
     layout: ImageLayout,
@@ -270,7 +255,7 @@ def run_model(
 ) -> Capture:
     """Generate every answer, capture and score both token groups."""
     tok = processor.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_token_id(tok)
     frames, answers, maps = [], [], {}
     starts = range(0, len(items), args.batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=args.no_progress):
@@ -294,7 +279,7 @@ def run_model(
         frames.append(_score(first.trace, layout, chunk, truths, asked, GROUPS[0], args.k))
         for b, it in enumerate(chunk):
             if it.qid in figure_qids:
-                maps[it.qid] = (_patch_map(first.trace, layout, b, asked[b]), layout, b)
+                maps[it.qid] = (patch_attention(first.trace, layout, b, asked[b]), layout, b)
             text = tok.decode(new[b, : n_new[b]], skip_special_tokens=True).strip()
             answers.append(
                 {"image": it.image, "qid": it.qid, "kind": it.kind, "question": it.question,
@@ -386,7 +371,6 @@ def plot_query_patches(
     shown bright on a dimmed image."""
     import matplotlib.pyplot as plt
     import seaborn as sns
-    from matplotlib.patches import Rectangle
 
     sns.set_theme(style="white", context="notebook")
     fig, axes = plt.subplots(
@@ -394,27 +378,13 @@ def plot_query_patches(
     )
     colours = sns.color_palette("tab10", len(models))
     for r, row in enumerate(rows):
-        image = row["image"]
         for c, model in enumerate(models):
             ax = axes[r][c]
             attn, layout, b = row["maps"][model]
-            boxes = top_patch_boxes(attn, layout, b, k=top)
-            shade = np.zeros((image.height, image.width, 4))
-            shade[..., 3] = 0.6
-            for x0, y0, x1, y1 in boxes:
-                shade[round(y0) : round(y1), round(x0) : round(x1), 3] = 0.0
-            # pixel (x, y) covers [x, x+1) × [y, y+1), as in the layout's patch boxes
-            extent = (0, image.width, image.height, 0)
-            ax.imshow(image, interpolation="nearest", extent=extent)
-            ax.imshow(shade, interpolation="nearest", extent=extent)
-            for x0, y0, x1, y1 in boxes:
-                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colours[c], lw=1))
-            centres = np.arange(image.width) + 0.5, np.arange(image.height) + 0.5
-            ax.contour(*centres, row["mask"], levels=[0.5], colors="white", linewidths=1.8)
-            ax.set_xlim(0, image.width)
-            ax.set_ylim(image.height, 0)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            draw_top_patches(
+                ax, row["image"], attn, layout, image_index=b, k=top, mask=row["mask"],
+                colour=colours[c], dim=0.6, line_width=1.0, outline_width=1.8,
+            )  # fmt: skip
             answer = row["answers"][model]
             answer = answer if len(answer) <= 28 else answer[:27] + "…"
             ax.set_xlabel(
@@ -525,11 +495,16 @@ def figure_rows(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    return common.run_job(run, parse_args(argv), "untagged_attention")
+
+
+def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    check_args(args)
     torch.manual_seed(args.seed)
-    base_path, som_path, untrained = resolve_models(args)
-    names = {"base": args.base_name, "som": args.som_name}
+    dtype = common.setup_torch(args)
+    pair = common.resolve_models(args)
+    names = dict(zip(("base", "som"), pair.names, strict=True))
     scenes, truths, items = [], {}, []
     for index, (key, scene) in enumerate(
         iter_scenes(WorldConfig(), "eval", args.limit, seed=args.seed)
@@ -542,12 +517,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(f"the {args.limit} scene(s) gave no question of kinds {args.kinds}")
     shown = figure_items(items, args.figure_scenes)
     runs: dict[str, Capture] = {}
-    for key, path in (("base", base_path), ("som", som_path)):
-        model, processor = load_model(path, dtype=args.dtype, device_map=None)
-        model.to(args.device)
+    for key, (name, model, processor) in zip(
+        names, common.load_each(pair, args, dtype), strict=True
+    ):
         runs[key] = run_model(
             model, processor, items, scenes, truths, args, {it.qid for it in shown},
-            desc=f"{names[key]}: answer + capture",
+            desc=f"{name}: answer + capture",
         )  # fmt: skip
         del model
 
@@ -556,15 +531,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         [_tidy(runs[k].scores, info, names[k]) for k in ("base", "som")], ignore_index=True
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(scores, args.out / "scores.csv")
+    common.write_csv(scores, args.out / "scores.csv")
     answers = pd.concat([runs[k].answers.assign(model=names[k]) for k in ("base", "som")])
-    write_csv(
+    common.write_csv(
         answers[["model", *[c for c in answers.columns if c != "model"]]], args.out / "answers.csv"
     )
 
     per = {k: per_question(runs[k].scores) for k in ("base", "som")}
     by_layer, overall = compare(per, args)
-    write_csv(pd.concat([by_layer, overall.assign(layer="mean")]), args.out / "comparison.csv")
+    common.write_csv(
+        pd.concat([by_layer, overall.assign(layer="mean")]), args.out / "comparison.csv"
+    )
     fig = plot_layers(per, names, args.seed)
     save_figure(fig, args.figures / "untagged_attention_layers.png")
     layer = figure_layer(per, args.figure_layer)
@@ -573,11 +550,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         fig = plot_query_patches(rows, [names["base"], names["som"]], args.top, layer)
         save_figure(fig, args.figures / "query_top20_patches.png")
 
-    summary = summarise(items, per, by_layer, overall, runs, names, args, untrained)
+    summary = summarise(items, per, by_layer, overall, runs, names, args, pair.untrained)
     summary["figure_layer"] = layer
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    with AtomicWriter(args.out / "summary.json") as fh:
-        fh.write(json.dumps(summary, indent=2, default=str) + "\n")
+    common.write_json(summary, args.out / "summary.json")
     print_summary(summary)
     return 0
 
@@ -667,17 +643,8 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def _fmt(d: dict[str, Any]) -> str:
-    return f"{d['diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] p_holm={d['p_holm']:.3g}"
-
-
-def write_csv(df: pd.DataFrame, path: Path) -> None:
-    with AtomicWriter(path) as fh:
-        df.to_csv(fh, index=False)
+    return f"{common.fmt_ci(d['diff'], *d['ci95'], signed=True, digits=4)} p_holm={d['p_holm']:.3g}"
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except SomprobeError as err:
-        print(f"untagged_attention: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    raise SystemExit(main())

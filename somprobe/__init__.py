@@ -1,119 +1,67 @@
 """somprobe: measure how multimodal LLMs tie Set-of-Mark tags to the objects they mark.
 
-The public API, re-exported from the modules that own it (see README.md for recipes):
+The pipeline, one package per stage (see README.md, "Architecture")::
 
-* models: :func:`load_model`, :func:`build_tiny_llava`, :class:`ImageLayout`,
-  :func:`build_prompt`, :func:`prepare_inputs`
-* tagging: :func:`tag_regions`, :class:`TagSet`, :func:`save_tagset`, :func:`load_tagset`,
-  :class:`Region` and the region sources
-* capture: :class:`Recorder`, :class:`Trace`, :func:`capture` (native, nnsight or
-  TransformerLens backend), :func:`teacher_force`, :func:`digit_token_filter`
-* measurement: :func:`find_tag_mentions`, :func:`score_alignment`,
-  :func:`aggregate_by_layer`, :func:`aggregate_by_head`, :func:`compare_models`,
-  :func:`listing_alignment`
-* probes: :func:`build_probe_dataset`, :func:`run_probes`, :func:`probe_layers`,
-  :func:`compare_probes`
-* data, evaluations, finetuning: the subpackages ``somprobe.data``, ``somprobe.evals``,
-  ``somprobe.finetune``
+    somprobe.tagging   image + regions → TagSet → tagged image
+    somprobe.data      listing / tag-QA data in LLaVA's JSON, mixes, the toy world
+    somprobe.finetune  the SoM-LLaVA recipe on HF LLaVA
+    somprobe.models    loading, tiny offline models, prompts and inputs, image layouts
+    somprobe.capture   Recorder / capture / teacher_force → Trace
+    somprobe.measure   Trace → tag mentions → scores → statistics → figures
+    somprobe.probes    linear probes on hidden states at tag tokens
+    somprobe.evals     tag listing, tag-QA, POPE
+
+The names below are the short path through it; everything else is imported from its
+stage package.
+
+Example:
+    >>> import somprobe as sp
+    >>> model, processor = sp.load_model(sp.build_tiny_llava("tiny"))  # doctest: +SKIP
+    >>> scores, mentions = sp.listing_alignment(model, processor, tagged)  # doctest: +SKIP
 """
 
-from somprobe.align import aggregate_by_head, aggregate_by_layer, score_alignment
-from somprobe.capture import (
-    CaptureResult,
-    QueryRecord,
-    Recorder,
-    Trace,
-    capture,
-    digit_token_filter,
-    teacher_force,
-)
-from somprobe.errors import (
-    CaptureError,
-    DataFormatError,
-    InputError,
-    LayoutError,
-    ModelLoadError,
-    ProbeError,
-    SomprobeError,
-    TagMentionError,
-    UnsupportedModelError,
-)
-from somprobe.marks import Tag, TaggedImage, TagSet, tag_regions
-from somprobe.measure import listing_alignment
-from somprobe.models import (
-    ImageLayout,
-    build_prompt,
-    build_tiny_llava,
-    load_model,
-    prepare_inputs,
-)
-from somprobe.probes import (
-    ProbeDataset,
-    ProbeResult,
-    build_probe_dataset,
-    compare_probes,
-    probe_layers,
-    run_probes,
-)
-from somprobe.regions import (
-    Region,
-    from_coco,
-    from_label_image,
-    from_masks,
-    from_sam,
-    from_superpixels,
-)
-from somprobe.stats import compare_models
-from somprobe.tags import find_tag_mentions
-from somprobe.tagset_io import load_tagset, save_tagset
+from typing import Any
 
-__version__ = "0.1.0"
+from somprobe import _compat
+from somprobe.capture import Recorder, Trace, digit_token_filter, teacher_force
+from somprobe.errors import SomprobeError
+from somprobe.measure import (
+    aggregate_by_layer,
+    compare_models,
+    find_tag_mentions,
+    listing_alignment,
+    score_alignment,
+)
+from somprobe.models import build_tiny_llava, load_model
+from somprobe.probes import build_probe_dataset, run_probes
+from somprobe.tagging import TagSet, annotate, tag_regions
+
+__version__ = "0.2.0"
 
 __all__ = [
-    "CaptureError",
-    "CaptureResult",
-    "DataFormatError",
-    "ImageLayout",
-    "InputError",
-    "LayoutError",
-    "ModelLoadError",
-    "ProbeDataset",
-    "ProbeError",
-    "ProbeResult",
-    "QueryRecord",
     "Recorder",
-    "Region",
     "SomprobeError",
-    "Tag",
-    "TagMentionError",
     "TagSet",
-    "TaggedImage",
     "Trace",
-    "UnsupportedModelError",
     "__version__",
-    "aggregate_by_head",
     "aggregate_by_layer",
+    "annotate",
     "build_probe_dataset",
-    "build_prompt",
     "build_tiny_llava",
-    "capture",
     "compare_models",
-    "compare_probes",
     "digit_token_filter",
     "find_tag_mentions",
-    "from_coco",
-    "from_label_image",
-    "from_masks",
-    "from_sam",
-    "from_superpixels",
     "listing_alignment",
     "load_model",
-    "load_tagset",
-    "prepare_inputs",
-    "probe_layers",
     "run_probes",
-    "save_tagset",
     "score_alignment",
     "tag_regions",
     "teacher_force",
 ]
+
+_compat.install()
+
+
+def __getattr__(name: str) -> Any:
+    """Names of the 0.1 surface that moved to a stage package: found, with a warning."""
+    return _compat.moved_name(name)

@@ -46,7 +46,10 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 def load_experiment(name: str) -> ModuleType:
     """Import ``experiments/<name>.py`` as module ``name`` (registered in ``sys.modules``,
-    where dataclasses look their module up)."""
+    where dataclasses look their module up), as running the script would: with its folder
+    on ``sys.path``, where its shared ``_common`` module lives."""
+    if str(EXPERIMENTS) not in sys.path:
+        sys.path.insert(0, str(EXPERIMENTS))
     spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
     assert spec and spec.loader
     job = importlib.util.module_from_spec(spec)

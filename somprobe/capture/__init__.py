@@ -1,6 +1,5 @@
 """Capture attention rows and hidden states while a model reads or writes tag tokens."""
 
-from somprobe.capture.adapters import LlavaAdapter, adapter_for
 from somprobe.capture.api import BACKENDS, CaptureResult, capture
 from somprobe.capture.collector import BackendUnavailableError
 from somprobe.capture.recorder import Recorder, digit_token_filter
@@ -11,12 +10,10 @@ __all__ = [
     "BACKENDS",
     "BackendUnavailableError",
     "CaptureResult",
-    "LlavaAdapter",
     "QueryRecord",
     "Recorder",
     "TeacherForced",
     "Trace",
-    "adapter_for",
     "capture",
     "digit_token_filter",
     "teacher_force",

@@ -33,6 +33,7 @@ from torch import Tensor
 from somprobe.capture.recorder import QuerySpec, Recorder
 from somprobe.capture.trace import Trace
 from somprobe.errors import CaptureError, InputError
+from somprobe.models.inputs import to_model
 
 Backend = Literal["native", "nnsight", "transformer_lens"]
 BACKENDS: tuple[str, ...] = ("native", "nnsight", "transformer_lens")
@@ -113,7 +114,7 @@ def capture(
         "include_prompt": include_prompt,
     }
     Recorder(model, **options)  # validates the options before any backend is imported
-    model_inputs = _on_model(model, inputs)
+    model_inputs = to_model(model, inputs)
     generate_kwargs.setdefault("do_sample", False)
     run = _runner(backend)
     trace, sequences = run(model, model_inputs, options, int(max_new_tokens), generate_kwargs)
@@ -154,12 +155,3 @@ def _capture_native(
         else:
             model(**inputs, use_cache=False)
     return recorder.trace, sequences
-
-
-def _on_model(model: torch.nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """Inputs on the model's device, pixel values in its dtype."""
-    parameter = next(model.parameters())
-    out = {k: v.to(parameter.device) if isinstance(v, Tensor) else v for k, v in inputs.items()}
-    if isinstance(out.get("pixel_values"), Tensor):
-        out["pixel_values"] = out["pixel_values"].to(parameter.dtype)
-    return out

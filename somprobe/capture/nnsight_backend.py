@@ -27,6 +27,7 @@ from somprobe.capture.collector import BackendUnavailableError, MapCollector
 from somprobe.capture.model_state import restored_afterwards
 from somprobe.capture.trace import Trace
 from somprobe.errors import CaptureError
+from somprobe.models.adapters import resolve_path
 
 # nnsight warns when a bounded step loop asks for more passes than generate ran (EOS)
 _SHORT_RUN_WARNING = r".*was never reached: the loop asked for a step the run did not make"
@@ -80,7 +81,7 @@ def capture_nnsight(
         if collector.capture_attention:
             model.set_attn_implementation("eager")  # type: ignore[operator]
         envoy = nnsight.NNsight(model)
-        layers_envoy = envoy.model.language_model.layers
+        layers_envoy = resolve_path(envoy, collector.adapter.decoder_layers_path)
         with collector:
             if max_new_tokens:
                 with warnings.catch_warnings():

@@ -38,9 +38,9 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from somprobe.capture.adapters import adapter_for
 from somprobe.capture.trace import QueryRecord, Trace
 from somprobe.errors import CaptureError
+from somprobe.models.adapters import adapter_for
 
 ATTENTION_NAME = "somprobe_recorder"
 

@@ -23,7 +23,7 @@ from transformers import BatchFeature
 from somprobe.capture.recorder import Recorder
 from somprobe.capture.trace import Trace
 from somprobe.errors import CaptureError, InputError
-from somprobe.models.inputs import build_prompt, prepare_inputs
+from somprobe.models.inputs import build_prompt, prepare_inputs, to_model
 from somprobe.models.layout import ImageLayout
 
 
@@ -88,11 +88,7 @@ def teacher_force(
             raise InputError(f"queries must be 'answer' or a token-id predicate, got {queries!r}")
         positions[b] = list(wanted)
     layout = ImageLayout.from_inputs(processor, inputs, images=list(images))
-    device = next(model.parameters()).device
-    model_inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
-    if "pixel_values" in model_inputs:
-        dtype = next(model.parameters()).dtype
-        model_inputs["pixel_values"] = model_inputs["pixel_values"].to(dtype)
+    model_inputs = to_model(model, inputs)
     recorder = Recorder(
         model,
         queries=positions,

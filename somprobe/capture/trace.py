@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from somprobe.errors import CaptureError, DataFormatError
+from somprobe.io import atomic_path, atomic_write
 
 FORMAT_VERSION = 1
 
@@ -190,12 +191,10 @@ class Trace:
             "prompt_length": self.prompt_length,
             "records": [[r.batch, r.position, r.token_id, r.step] for r in self.records],
         }
-        tmp_tensors = folder / "trace.safetensors.tmp"
-        tmp_meta = folder / "trace.json.tmp"
-        save_file(tensors, str(tmp_tensors))
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_tensors, folder / "trace.safetensors")
-        os.replace(tmp_meta, folder / "trace.json")
+        with atomic_path(folder / "trace.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        with atomic_write(folder / "trace.json") as fh:
+            fh.write(json.dumps(meta))
         return folder
 
     @classmethod

@@ -27,8 +27,8 @@ from somprobe.data.runner import Journal, journal_path, pause_hook, shard_keys
 from somprobe.data.seeding import rng_for
 from somprobe.data.tag_qa import COCO_CATEGORIES, QA_KINDS, QAKind, qa_record
 from somprobe.errors import InputError
-from somprobe.marks import TagSet
-from somprobe.tagset_io import load_tagset
+from somprobe.tagging.io import load_tagset
+from somprobe.tagging.types import TagSet
 
 Maker = Callable[[str, str, TagSet, "Image.Image | None"], LlavaRecord | None]
 

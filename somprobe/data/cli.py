@@ -222,8 +222,8 @@ def mix(
     progress: ProgressOption = True,
 ) -> None:
     """Mix instruction files at given sizes, seeded; prints the composition."""
-    from somprobe.data.llava_json import AtomicWriter
     from somprobe.data.mix import mix_files
+    from somprobe.io import atomic_write
 
     try:
         _check_seed(seed)
@@ -240,7 +240,7 @@ def mix(
     except SomprobeError as err:
         raise _fail(err) from None
     if report is not None:
-        with AtomicWriter(report) as fh:
+        with atomic_write(report) as fh:
             table.to_csv(fh, index=False)
     typer.echo(table.to_string(index=False))
 
@@ -255,8 +255,8 @@ def survey(
     csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV.")] = None,
 ) -> None:
     """Share of listing-style answers (numbered item lists) per file."""
-    from somprobe.data.llava_json import AtomicWriter
     from somprobe.data.survey import survey_file
+    from somprobe.io import atomic_write
 
     try:
         table = pd.concat(
@@ -266,7 +266,7 @@ def survey(
     except SomprobeError as err:
         raise _fail(err) from None
     if csv is not None:
-        with AtomicWriter(csv) as fh:
+        with atomic_write(csv) as fh:
             table.to_csv(fh, index=False)
     typer.echo(table.to_string(index=False))
 

@@ -8,7 +8,7 @@ get richer phrases.
 
 Example:
     >>> import numpy as np
-    >>> from somprobe.marks import Tag, TagSet
+    >>> from somprobe.tagging.types import Tag, TagSet
     >>> m = np.ones((2, 2), bool)
     >>> ts = TagSet([Tag(1, "1", m, m, (0.5, 0.5), (0, 0, 1, 1), category="cat")], (2, 2))
     >>> listing_answer(ts)
@@ -24,7 +24,7 @@ from PIL import Image
 
 from somprobe.data.llava_json import LlavaRecord, make_record
 from somprobe.errors import InputError
-from somprobe.marks import Tag, TagSet
+from somprobe.tagging.types import Tag, TagSet
 
 
 class Describer(Protocol):

@@ -9,8 +9,8 @@ kept in :attr:`LlavaRecord.extra` and written back unchanged.
 
 Files are either a JSON array (``.json``, LLaVA's format) or JSON Lines (``.jsonl``). Both
 are read incrementally (:func:`iter_records`), so a 1 GB file never sits in memory, and
-written incrementally and atomically (:func:`write_records`: temp file in the same folder,
-then ``os.replace``).
+written incrementally and atomically (:func:`write_records`, through
+:func:`somprobe.io.atomic_write`).
 
 Example:
     >>> rec = LlavaRecord.from_dict({"id": "a", "image": "x.png", "conversations": [
@@ -23,14 +23,13 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from somprobe.errors import DataFormatError, InputError
+from somprobe.io import atomic_write
 
 Role = Literal["human", "gpt"]
 FileFormat = Literal["json", "jsonl"]
@@ -378,46 +377,6 @@ def dumps_record(record: LlavaRecord | dict[str, Any]) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-class AtomicWriter:
-    """Write a text file through a temp file in the same folder, renamed on success.
-
-    On an exception the temp file is removed and the destination is left untouched.
-
-    Example:
-        >>> with AtomicWriter("out.txt") as fh:  # doctest: +SKIP
-        ...     fh.write("hello")
-    """
-
-    def __init__(self, path: str | Path, *, mode: str = "w") -> None:
-        self.path = Path(path)
-        self.mode = mode
-        self._fh: IO[Any] | None = None
-        self._tmp: str | None = None
-
-    def __enter__(self) -> IO[Any]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        kwargs: dict[str, Any] = {} if "b" in self.mode else {"encoding": "utf-8", "newline": ""}
-        self._fh = os.fdopen(fd, self.mode, **kwargs)
-        return self._fh
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        assert self._fh is not None and self._tmp is not None
-        try:
-            if exc_type is None:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-            self._fh.close()
-            if exc_type is None:
-                os.chmod(self._tmp, 0o644)
-                os.replace(self._tmp, self.path)
-        finally:
-            if os.path.exists(self._tmp):
-                os.unlink(self._tmp)
-
-
 def _format_for(path: Path, fmt: FileFormat | None) -> FileFormat:
     if fmt is not None:
         return fmt
@@ -443,7 +402,7 @@ def write_records(
     path = Path(path)
     kind = _format_for(path, fmt)
     n = 0
-    with AtomicWriter(path) as fh:
+    with atomic_write(path) as fh:
         if kind == "json":
             fh.write("[")
         for rec in records:
@@ -463,7 +422,7 @@ def write_records(
 def write_json_lines_to_array(lines: Iterable[str], path: str | Path) -> int:
     """Write already-serialised one-line records as a JSON array, atomically."""
     n = 0
-    with AtomicWriter(path) as fh:
+    with atomic_write(path) as fh:
         fh.write("[")
         for line in lines:
             fh.write(("\n" if n == 0 else ",\n") + line)
@@ -523,7 +482,6 @@ def validate_file(
 
 __all__ = [
     "IMAGE_TOKEN",
-    "AtomicWriter",
     "FileSummary",
     "LlavaRecord",
     "Turn",

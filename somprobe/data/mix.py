@@ -31,12 +31,12 @@ import numpy as np
 import pandas as pd
 
 from somprobe.data.llava_json import (
-    AtomicWriter,
     dumps_record,
     iter_json_objects,
     validate_record,
 )
 from somprobe.errors import DataFormatError, InputError
+from somprobe.io import atomic_write
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def mix_files(
     total = int(sum(int(t.sum()) for t in takes))
     seen: dict[str, str] = {}
     bar = _bar(total, progress)
-    with AtomicWriter(out_path) as out:
+    with atomic_write(out_path) as out:
         out.write("[")
         first = True
 

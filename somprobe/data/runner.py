@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from somprobe.data.llava_json import AtomicWriter
 from somprobe.errors import DataFormatError, InputError
+from somprobe.io import atomic_write
 
 PAUSE_ENV = "SOMPROBE_DATA_PAUSE_AFTER"
 """Test hook: after this many images in one run, stop and wait (so a test can kill it)."""
@@ -161,7 +161,7 @@ class Journal:
         if missing:
             raise InputError(f"cannot finish: {len(missing)} keys not done, e.g. {missing[0]!r}")
         n = 0
-        with AtomicWriter(out_path) as out:
+        with atomic_write(out_path) as out:
             out.write("[")
             for entry in self._entries(keys):
                 if entry["line"] is None:

@@ -15,7 +15,7 @@ generator state give the same questions.
 
 Example:
     >>> import numpy as np
-    >>> from somprobe.marks import Tag, TagSet
+    >>> from somprobe.tagging.types import Tag, TagSet
     >>> m = np.ones((2, 2), bool)
     >>> ts = TagSet([Tag(1, "1", m, m, (0.5, 0.5), (0, 0, 1, 1), category="cat")], (2, 2))
     >>> qa = tag_questions(ts, np.random.default_rng(0), n=2, kinds=("how_many",))
@@ -35,7 +35,7 @@ from PIL import Image
 from somprobe.data.listing import Describer, label_describer
 from somprobe.data.llava_json import LlavaRecord, make_record
 from somprobe.errors import InputError
-from somprobe.marks import TagSet
+from somprobe.tagging.types import TagSet
 
 QAKind = Literal["what_is_tagged", "which_tag", "how_many", "is_there"]
 QA_KINDS: tuple[QAKind, ...] = ("what_is_tagged", "which_tag", "how_many", "is_there")

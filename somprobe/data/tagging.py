@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from somprobe.data.llava_json import AtomicWriter
 from somprobe.data.runner import pause_hook, shard_keys
 from somprobe.errors import DataFormatError, InputError
-from somprobe.marks import tag_regions
-from somprobe.regions.base import Region, resize_regions
-from somprobe.tagset_io import save_tagset
+from somprobe.io import atomic_write
+from somprobe.tagging.io import save_tagset
+from somprobe.tagging.regions.base import Region, resize_regions
+from somprobe.tagging.tag import tag_regions
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -78,7 +78,7 @@ def coco_source(
     Raises:
         InputError: an image listed in the annotations is missing from ``images_dir``.
     """
-    from somprobe.regions.coco import from_coco, load_coco
+    from somprobe.tagging.regions.coco import from_coco, load_coco
 
     coco = load_coco(annotations)
     root = Path(images_dir)
@@ -111,7 +111,7 @@ def mask_folder_source(mask_dir: str | Path) -> RegionSource:
     Raises:
         InputError: no mask file for an image, or a mask of the wrong size.
     """
-    from somprobe.regions.arrays import from_label_image, from_masks
+    from somprobe.tagging.regions.arrays import from_label_image, from_masks
 
     root = Path(mask_dir)
     if not root.is_dir():
@@ -148,7 +148,7 @@ def mask_folder_source(mask_dir: str | Path) -> RegionSource:
 
 def superpixel_source(method: str = "felzenszwalb") -> RegionSource:
     """Weight-free regions: superpixels of each image (no categories)."""
-    from somprobe.regions.superpixels import from_superpixels
+    from somprobe.tagging.regions.superpixels import from_superpixels
 
     def source(item: ImageItem, image: Image.Image) -> list[Region]:
         return from_superpixels(image, method)  # type: ignore[arg-type]
@@ -196,7 +196,7 @@ def tag_images(
             (SoM-LLaVA used 640); None keeps the size.
         limit: stop after this many items of the shard (None: all).
         progress: show a tqdm bar.
-        tag_options: keyword arguments for :func:`somprobe.marks.tag_regions`.
+        tag_options: keyword arguments for :func:`somprobe.tagging.tag_regions`.
 
     Raises:
         InputError: a missing or unreadable image, named.
@@ -229,7 +229,7 @@ def tag_images(
         image_path = out / "images" / f"{key}.png"
         image_path.parent.mkdir(parents=True, exist_ok=True)
         tagset_path.parent.mkdir(parents=True, exist_ok=True)
-        with AtomicWriter(image_path, mode="wb") as fh:
+        with atomic_write(image_path, "wb") as fh:
             tagged.image.save(fh, format="PNG")
         save_tagset(tagged.tagset, tagset_path)
         summary.tagged += 1

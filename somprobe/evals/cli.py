@@ -63,10 +63,10 @@ def run(
         raise typer.Exit(code=2) from None
     typer.echo(result.summary.to_string(index=False))
     if out is not None:
-        from somprobe.data.llava_json import AtomicWriter
+        from somprobe.io import atomic_write
 
         out.mkdir(parents=True, exist_ok=True)
         for name, table in {"summary": result.summary, **result.items}.items():
-            with AtomicWriter(out / f"{name}.csv") as fh:
+            with atomic_write(out / f"{name}.csv") as fh:
                 table.to_csv(fh, index=False)
         typer.echo(f"wrote {out}")

@@ -35,7 +35,7 @@ from somprobe.errors import DataFormatError, InputError
 from somprobe.evals.listing import parse_listing, score_listing, summarize_listing
 from somprobe.evals.pope import parse_yes_no, summarize_pope
 from somprobe.evals.tag_qa import answer_correct, summarize_qa
-from somprobe.models.inputs import build_prompt, prepare_inputs
+from somprobe.models.inputs import build_prompt, pad_token_id, prepare_inputs, to_model
 
 TASKS: tuple[str, ...] = ("listing", "tag_qa", "pope", "instruct")
 TASK_FILES: dict[str, tuple[str, ...]] = {
@@ -92,10 +92,6 @@ def load_eval_file(path: str | Path, *, limit: int | None = None) -> list[EvalIt
     return items
 
 
-def _device_of(model: Any) -> torch.device:
-    return next(model.parameters()).device
-
-
 def generate_answers(
     model: Any,
     processor: Any,
@@ -123,21 +119,16 @@ def generate_answers(
     from tqdm import tqdm
 
     tokenizer = processor.tokenizer
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
-    device = _device_of(model)
-    dtype = next(model.parameters()).dtype
+    pad_id = pad_token_id(tokenizer)
     answers: list[str] = []
     starts = range(0, len(questions), batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
         stop = start + batch_size
         batch_images = [_open(im) for im in images[start:stop]]
         prompts = [build_prompt(processor, q) for q in questions[start:stop]]
-        inputs = prepare_inputs(processor, batch_images, prompts, padding_side="left")
-        inputs = inputs.to(device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+        inputs = to_model(
+            model, prepare_inputs(processor, batch_images, prompts, padding_side="left")
+        )
         with torch.no_grad():
             out = model.generate(
                 **inputs,

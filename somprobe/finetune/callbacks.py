@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from somprobe.data.llava_json import AtomicWriter
+from somprobe.io import atomic_write
 
 EvalFn = Callable[[Any], Mapping[str, float]]
 
@@ -93,7 +93,7 @@ class PeriodicEval(TrainerCallback):
             if self.csv_path.is_file():
                 on_disk = pd.read_csv(self.csv_path)
                 table = pd.concat([on_disk[~self._mine(on_disk)], table], ignore_index=True)
-            with AtomicWriter(self.csv_path) as fh:
+            with atomic_write(self.csv_path) as fh:
                 table.to_csv(fh, index=False)
 
     def on_train_begin(

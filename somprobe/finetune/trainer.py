@@ -38,11 +38,12 @@ import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from somprobe.data.llava_json import AtomicWriter
-from somprobe.errors import InputError, ModelLoadError
+from somprobe.errors import InputError, ModelLoadError, UnsupportedModelError
 from somprobe.finetune.collator import SFTCollator
 from somprobe.finetune.dataset import LlavaSFTDataset, OnBadRecord
 from somprobe.finetune.presets import FinetunePreset, Trainable, get_preset
+from somprobe.io import atomic_write
+from somprobe.models.adapters import adapter_for
 from somprobe.models.loading import load_model, resolve_dtype
 
 logger = logging.getLogger("somprobe.finetune")
@@ -100,23 +101,24 @@ class FinetuneResult:
 
 
 def model_parts(model: Any) -> dict[str, list[torch.nn.Module]]:
-    """The vision tower, projector and language model (with its head) of a LLaVA model.
+    """The vision tower, projector and language model (with its head) of a LLaVA model,
+    as the model family's adapter locates them.
 
     Raises:
-        InputError: the model does not have LLaVA's parts.
+        InputError: the model is not a LLaVA model.
     """
-    inner = getattr(model, "model", None)
-    parts = {
-        "vision": [getattr(inner, "vision_tower", None)],
-        "projector": [getattr(inner, "multi_modal_projector", None)],
-        "lm": [getattr(inner, "language_model", None), getattr(model, "lm_head", None)],
-    }
-    if any(m is None for modules in parts.values() for m in modules):
+    try:
+        adapter = adapter_for(model)
+    except UnsupportedModelError as err:
         raise InputError(
-            f"{type(model).__name__} does not have LLaVA's vision_tower / multi_modal_projector "
-            "/ language_model / lm_head; finetune expects a LlavaForConditionalGeneration"
-        )
-    return {k: [m for m in v if m is not None] for k, v in parts.items()}
+            f"finetune expects a LlavaForConditionalGeneration with a vision tower, projector, "
+            f"language model and lm_head: {err}"
+        ) from err
+    return {
+        "vision": [adapter.vision_tower],
+        "projector": [adapter.projector],
+        "lm": [adapter.language_model, adapter.lm_head],
+    }
 
 
 def set_trainable(model: Any, trainable: Trainable) -> tuple[int, int]:
@@ -438,7 +440,7 @@ def finetune(
         hyperparameters=json.loads(spec.to_json()),
     )
     if trainer.is_world_process_zero():
-        with AtomicWriter(out / SUMMARY_FILE) as fh:
+        with atomic_write(out / SUMMARY_FILE) as fh:
             fh.write(result.to_json() + "\n")
         logger.info(
             "finetune done: %d steps in %.1f s, final loss %s; %d records used; %s",

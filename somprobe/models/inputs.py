@@ -7,10 +7,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from PIL import Image
+from torch import Tensor, nn
 from transformers import BatchFeature
 
 from somprobe.errors import InputError, LayoutError
@@ -76,3 +77,23 @@ def prepare_inputs(
         raise LayoutError(f"the processor rejected the inputs: {err}") from err
     finally:
         tokenizer.padding_side = previous
+
+
+def to_model(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``inputs`` on the model's device, pixel values in the model's dtype.
+
+    Example:
+        >>> out = model(**to_model(model, prepare_inputs(processor, [image], [prompt])))
+        ... # doctest: +SKIP
+    """
+    parameter = next(model.parameters())
+    out = {k: v.to(parameter.device) if isinstance(v, Tensor) else v for k, v in inputs.items()}
+    if isinstance(out.get("pixel_values"), Tensor):
+        out["pixel_values"] = out["pixel_values"].to(parameter.dtype)
+    return out
+
+
+def pad_token_id(tokenizer: Any) -> int | None:
+    """The tokenizer's padding id, else its end-of-sequence id (LLaMA has no pad token)."""
+    pad = tokenizer.pad_token_id
+    return pad if pad is not None else tokenizer.eos_token_id

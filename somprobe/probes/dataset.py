@@ -8,7 +8,7 @@ from plain tensors, as in the example below.
 
 Example:
     >>> import numpy as np, pandas as pd, torch
-    >>> from somprobe.marks import Tag, TagSet
+    >>> from somprobe.tagging.types import Tag, TagSet
     >>> mask = np.zeros((4, 8), bool); mask[0:2, 0:4] = True
     >>> tag = Tag(1, "1", mask, mask, (2.0, 1.0), (0, 0, 2, 2), "cat", metadata={"colour": "red"})
     >>> class Stub:
@@ -34,7 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from somprobe.errors import DataFormatError, InputError, TagMentionError
-from somprobe.marks import Tag, TagSet
+from somprobe.tagging.types import Tag, TagSet
 
 #: Columns every samples table has; tag metadata keys may not reuse these names.
 RESERVED_COLUMNS = (

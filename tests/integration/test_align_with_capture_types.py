@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from somprobe.align import score_alignment
 from somprobe.capture.trace import QueryRecord, Trace
 from somprobe.errors import TagMentionError
-from somprobe.marks import Tag, TagSet
+from somprobe.measure.align import score_alignment
 from somprobe.models.layout import ImageEntry, ImageLayout, PatchGrid, Preprocess
+from somprobe.tagging import Tag, TagSet
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ from somprobe.data.cli import app
 from somprobe.data.llava_json import iter_records, make_record, validate_file, write_records
 from somprobe.data.runner import PAUSE_ENV
 from somprobe.data.survey import survey_file
-from somprobe.marks import tag_regions
-from somprobe.regions.coco import from_coco
-from somprobe.tagset_io import load_tagset, tagsets_equal
+from somprobe.tagging import tag_regions
+from somprobe.tagging.io import load_tagset, tagsets_equal
+from somprobe.tagging.regions.coco import from_coco
 
 pytestmark = pytest.mark.integration
 

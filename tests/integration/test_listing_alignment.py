@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from somprobe.align import aggregate_by_layer
 from somprobe.errors import InputError
-from somprobe.marks import tag_regions
 from somprobe.measure import listing_alignment
-from somprobe.regions import Region
+from somprobe.measure.align import aggregate_by_layer
+from somprobe.tagging import tag_regions
+from somprobe.tagging.regions import Region
 
 
 def _scene(seed: int, n: int = 3) -> tuple[Image.Image, list[np.ndarray]]:

@@ -17,7 +17,6 @@ import torch
 
 from somprobe.capture.trace import QueryRecord, Trace
 from somprobe.errors import CaptureError
-from somprobe.marks import Tag, TagSet
 from somprobe.probes import (
     TraceLike,
     build_probe_dataset,
@@ -25,6 +24,7 @@ from somprobe.probes import (
     plot_probe_curves,
     run_probes,
 )
+from somprobe.tagging import Tag, TagSet
 
 COLOURS = ["red", "green", "blue"]
 LAYERS = [0, 2, 4]

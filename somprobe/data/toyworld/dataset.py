@@ -29,8 +29,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +38,7 @@ from PIL import Image
 
 from somprobe.data.build import build_listing, build_qa
 from somprobe.data.listing import LISTING_INSTRUCTIONS
-from somprobe.data.llava_json import AtomicWriter, LlavaRecord, dumps_record, make_record
+from somprobe.data.llava_json import LlavaRecord, dumps_record, make_record
 from somprobe.data.mix import MixSource, mix_files
 from somprobe.data.seeding import rng_for
 from somprobe.data.tag_qa import tag_questions
@@ -54,7 +52,8 @@ from somprobe.data.toyworld.questions import (
 )
 from somprobe.data.toyworld.scenes import ToyObject, ToyScene, WorldConfig, make_scene, tag_scene
 from somprobe.errors import InputError
-from somprobe.tagset_io import save_tagset
+from somprobe.io import atomic_path, atomic_write
+from somprobe.tagging.io import save_tagset
 
 TRAIN, EVAL = "train", "eval"
 SPLIT_CODES = {TRAIN: 0, EVAL: 1}
@@ -82,16 +81,9 @@ def iter_scenes(
 
 
 def _save_png(image: Image.Image, path: Path) -> None:
-    """Write a PNG atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG", compress_level=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write a PNG atomically (no fsync: many small files, rewritten by a rerun)."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", compress_level=1)
 
 
 def _write_scene(root: Path, key: str, scene: ToyScene) -> Any:
@@ -105,7 +97,7 @@ def _write_scene(root: Path, key: str, scene: ToyScene) -> Any:
 
 
 def _write_lines(lines: list[str], path: Path) -> int:
-    with AtomicWriter(path) as fh:
+    with atomic_write(path) as fh:
         fh.write("[")
         for i, line in enumerate(lines):
             fh.write(("\n" if i == 0 else ",\n") + line)
@@ -303,7 +295,7 @@ def write_toy_dataset(
         "eval": {"files": evals, "listing_prompt": EVAL_LISTING_PROMPT},
         "seconds": round(time.perf_counter() - t0, 1),
     }  # fmt: skip
-    with AtomicWriter(out / "manifest.json") as fh:
+    with atomic_write(out / "manifest.json") as fh:
         fh.write(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

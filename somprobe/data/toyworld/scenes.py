@@ -35,8 +35,9 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from somprobe.errors import InputError
-from somprobe.marks import TaggedImage, tag_regions
-from somprobe.regions.base import Region
+from somprobe.tagging.regions.base import Region
+from somprobe.tagging.tag import tag_regions
+from somprobe.tagging.types import TaggedImage
 
 RGB = tuple[int, int, int]
 
@@ -396,7 +397,7 @@ def tag_scene(scene: ToyScene, **options: Any) -> TaggedImage:
     SoM-LLaVA defaults (tags by area ascending, white digits on a black box of alpha
     0.8); the mark is placed at the object's centre instead of the distance-transform
     maximum so that, with ``snap``, one tag glyph lies inside one patch. ``options`` go to
-    :func:`somprobe.marks.tag_regions` (e.g. ``font_size``, ``label_mode``).
+    :func:`somprobe.tagging.tag_regions` (e.g. ``font_size``, ``label_mode``).
     """
     opts: dict[str, Any] = {"min_area": 0}
     if scene.config.font_size is not None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from somprobe.marks import Tag, TagSet
+from somprobe.tagging import Tag, TagSet
 
 
 def build_tagset(categories: Sequence[str | None], label_mode: str = "number") -> TagSet:

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 import somprobe.data.llava_json as lj
 from somprobe.data.llava_json import (
-    AtomicWriter,
     LlavaRecord,
     Turn,
     iter_json_objects,
@@ -224,16 +223,6 @@ def test_write_rejects_invalid_dict_and_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="record id='b'"):
         write_records([rec("a"), bad], path)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_writer_keeps_old_file_on_error(tmp_path: Path) -> None:
-    path = tmp_path / "f.txt"
-    path.write_text("old")
-    with pytest.raises(RuntimeError), AtomicWriter(path) as fh:
-        fh.write("new")
-        raise RuntimeError("boom")
-    assert path.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
 
 
 def test_record_validate_roundtrip() -> None:

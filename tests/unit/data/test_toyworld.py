@@ -16,7 +16,7 @@ from somprobe.data.toyworld import WorldConfig, make_scene, object_pixels, tag_s
 from somprobe.data.toyworld.dataset import scene_seed, write_toy_dataset
 from somprobe.data.toyworld.questions import caption, instruct_questions, pope_negatives
 from somprobe.errors import InputError
-from somprobe.tagset_io import load_tagset
+from somprobe.tagging.io import load_tagset
 
 
 def _digest(scene) -> str:  # type: ignore[no-untyped-def]
@@ -173,7 +173,7 @@ def test_dataset_is_reproducible(dataset, tmp_path) -> None:  # type: ignore[no-
 
 
 def test_explicit_mark_centers_must_lie_on_the_remaining_mask() -> None:
-    from somprobe.marks import tag_regions
+    from somprobe.tagging import tag_regions
 
     img = np.zeros((28, 28, 3), np.uint8)
     m = np.zeros((28, 28), bool)

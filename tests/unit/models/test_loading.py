@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from somprobe import ModelLoadError, SomprobeError, UnsupportedModelError
+from somprobe.errors import ModelLoadError, SomprobeError, UnsupportedModelError
 from somprobe.models import load_model
 
 
@@ -40,3 +40,20 @@ def test_non_llava_checkpoint_is_rejected(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(UnsupportedModelError, match="gpt2"):
         load_model(tmp_path)
+
+
+def test_to_model_moves_tensors_and_casts_pixel_values(tiny_llava) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from somprobe.models import to_model
+
+    model, _ = tiny_llava
+    inputs = {
+        "input_ids": torch.ones(1, 3, dtype=torch.long),
+        "pixel_values": torch.zeros(1, 3, 4, 4, dtype=torch.float16),
+        "note": "kept",
+    }
+    out = to_model(model, inputs)
+    assert out["pixel_values"].dtype == next(model.parameters()).dtype == torch.float32
+    assert out["input_ids"].dtype == torch.long and out["note"] == "kept"
+    assert inputs["pixel_values"].dtype == torch.float16  # the caller's inputs are untouched

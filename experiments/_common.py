@@ -1,0 +1,181 @@
+"""Plumbing shared by the experiment scripts: the two models, output files, the job runner.
+
+Every two-model job compares a baseline with a SoM-trained model: by default the toy
+models shipped in ``models/`` (or, in a checkout without them, two untrained random tiny
+LLaVAs, announced as such), else any two HF LLaVA checkpoints named with ``--base`` and
+``--som``. Experiments import only ``somprobe`` and this module.
+
+Example:
+    >>> p = argparse.ArgumentParser(); add_model_args(p)
+    >>> args = p.parse_args([])
+    >>> pair = resolve_models(args)  # doctest: +SKIP
+    >>> for name, model, processor in load_each(pair, args):  # doctest: +SKIP
+    ...     ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from somprobe.errors import InputError, SomprobeError
+from somprobe.io import atomic_path, atomic_write
+from somprobe.models import build_tiny_llava, load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = {"base": ROOT / "models" / "toy-baseline", "som": ROOT / "models" / "toy-som"}
+
+
+def add_model_args(p: argparse.ArgumentParser, *, threads_default: str = "torch's") -> None:
+    """The options every two-model job shares: models, names, device, dtype, threads."""
+    p.add_argument("--base", default=None, help="baseline model (folder or cached hub name)")
+    p.add_argument("--som", default=None, help="SoM-trained model (folder or cached hub name)")
+    p.add_argument("--base-name", default="baseline")
+    p.add_argument("--som-name", default="SoM")
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        help="float32 | float16 | bfloat16 (default: float32 on CPU, where half precision\n"
+        "is slow, else the checkpoint's own)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help=f"torch CPU threads (default: {threads_default})"
+    )
+    p.add_argument("--no-progress", action="store_true")
+
+
+def check_model_args(args: argparse.Namespace) -> None:
+    """Reject model options that would only fail later."""
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be ≥ 1, got {args.threads}")
+    if args.base_name == args.som_name:
+        raise InputError("--base-name and --som-name must differ")
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    """Each named option must be at least 1 (a count, a size, a budget)."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
+
+
+def load_dtype(dtype: str | None, device: str) -> str | None:
+    """The dtype to load: as asked, else float32 on CPU (the toy checkpoints are stored in
+    float16, which CPUs multiply very slowly), else the checkpoint's own."""
+    return dtype or ("float32" if str(device) == "cpu" else None)
+
+
+def setup_torch(args: argparse.Namespace, *, toy_cpu_threads: int | None = None) -> str | None:
+    """Set the CPU thread count (``--threads``, else ``toy_cpu_threads`` for the shipped toy
+    models on CPU, else torch's default); return the dtype to load."""
+    threads = args.threads or (toy_cpu_threads if args.device == "cpu" and not args.base else None)
+    if threads:
+        torch.set_num_threads(threads)
+    return load_dtype(args.dtype, args.device)
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    """The two models a job compares: names (as in tables and figures) and paths."""
+
+    names: tuple[str, str]
+    paths: tuple[str, str]
+    untrained: bool  # True: random stand-ins, whose scores measure nothing
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(zip(self.names, self.paths, strict=True))
+
+
+def resolve_models(args: argparse.Namespace) -> ModelPair:
+    """The two models; random tiny stand-ins (announced) when the toy models are absent."""
+    names = (args.base_name, args.som_name)
+    if args.base and args.som:
+        return ModelPair(names, (args.base, args.som), False)
+    if args.base or args.som:
+        raise SomprobeError("give both --base and --som, or neither (the shipped toy models)")
+    if SHIPPED["base"].exists() and SHIPPED["som"].exists():
+        return ModelPair(names, (str(SHIPPED["base"]), str(SHIPPED["som"])), False)
+    cache = ROOT / ".cache" / "untrained"
+    print(
+        "NOTE: the trained toy models (models/toy-baseline, models/toy-som) are not in this "
+        "checkout; using two UNTRAINED random tiny LLaVAs (seeds 0 and 1) so the pipeline "
+        "runs end to end. Their scores measure nothing about SoM training.",
+        file=sys.stderr,
+    )
+    paths = []
+    for seed in (0, 1):
+        path = cache / f"seed{seed}"
+        if not (path / "config.json").exists():
+            build_tiny_llava(path, seed=seed)
+        paths.append(str(path))
+    return ModelPair(names, (paths[0], paths[1]), True)
+
+
+def load_each(
+    pair: ModelPair, args: argparse.Namespace, dtype: str | None = None
+) -> Iterator[tuple[str, Any, Any]]:
+    """``(name, model, processor)`` for the baseline, then the SoM model, each loaded in
+    ``dtype`` on ``args.device`` (the caller keeps a model only if it needs it later)."""
+    for name, path in zip(pair.names, pair.paths, strict=True):
+        model, processor = load_model(path, dtype=dtype, device_map=None)
+        model.to(args.device)
+        yield name, model, processor
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """A table, written atomically (gzip-compressed when ``path`` ends in ``.gz``)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, compression="gzip" if path.suffix == ".gz" else None)
+
+
+def write_json(obj: Any, path: Path) -> None:
+    """A JSON document (indented, a newline at the end), written atomically."""
+    with atomic_write(path) as fh:
+        fh.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def write_run_info(
+    args: argparse.Namespace, pair: ModelPair, clocks: tuple[float, float], **extra: Any
+) -> dict[str, Any]:
+    """What ran, and how long (wall and CPU seconds since ``clocks``): ``<out>/run.json``
+    (the job's ``--limit`` scenes, ``--bootstrap`` and ``--seed``, and ``extra``)."""
+    info = {
+        "scenes": args.limit,
+        **extra,
+        "models": pair.as_dict(),
+        "untrained_stand_ins": pair.untrained,
+        "bootstrap": args.bootstrap,
+        "seed": args.seed,
+        "seconds": round(time.perf_counter() - clocks[0], 1),
+        "cpu_seconds": round(time.process_time() - clocks[1], 1),
+    }
+    write_json(info, args.out / "run.json")
+    return info
+
+
+def fmt_ci(value: float, low: float, high: float, *, signed: bool = False, digits: int = 3) -> str:
+    """``value [low, high]``, or "n/a" for an undefined value."""
+    if math.isnan(value):
+        return "n/a"
+    f = f"{'+' if signed else ''}.{digits}f"
+    return f"{value:{f}} [{low:{f}}, {high:{f}}]"
+
+
+def run_job(job: Callable[[argparse.Namespace], int], args: argparse.Namespace, name: str) -> int:
+    """Run ``job``; a somprobe error (bad input, missing model) is one line and exit code 2."""
+    try:
+        return job(args)
+    except SomprobeError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 2

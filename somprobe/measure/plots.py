@@ -1,0 +1,226 @@
+"""Figures: layer curves, layer × head maps, and the paper's top-k patch pictures.
+
+Every function draws on a matplotlib ``Axes`` (or makes a figure) and returns the figure,
+so notebooks and scripts use them alike; :func:`save_figure` writes PNGs atomically.
+
+Example:
+    >>> fig = plot_layer_curves({"LLaVA": per_a, "SoM": per_b}, ["share_object", "lift_object"])
+    >>> save_figure(fig, "figures/layer_curves.png")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
+
+from somprobe.errors import InputError
+from somprobe.io import atomic_path
+
+METRIC_LABELS = {
+    "share_object": "share on tagged object",
+    "share_mark": "share on own mark",
+    "lift_object": "lift on object (1 = uniform)",
+    "lift_mark": "lift on mark (1 = uniform)",
+    "topk_hit": "top-k hit rate (object)",
+    "pointing": "pointing game (object)",
+    "auroc": "AUROC (object vs rest)",
+}
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 130) -> Path:
+    """Save ``fig`` as PNG, atomically (:func:`somprobe.io.atomic_path`), then close it."""
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def plot_layer_curves(
+    per_mention: Mapping[str, pd.DataFrame],
+    metrics: Sequence[str] = ("share_object", "lift_object"),
+    *,
+    title: str | None = None,
+    seed: int = 0,
+) -> Figure:
+    """Mean of each metric per layer with a 95% bootstrap interval, one line per model.
+
+    Args:
+        per_mention: model name → ``aggregate_by_layer(scores, per_mention=True)``.
+        metrics: score columns, one panel each.
+    """
+    if not per_mention:
+        raise InputError("give at least one model's scores")
+    frames = []
+    for name, df in per_mention.items():
+        missing = [m for m in [*metrics, "layer"] if m not in df.columns]
+        if missing:
+            raise InputError(f"scores of {name!r} lack column(s) {missing}")
+        frames.append(df.assign(model=name))
+    data = pd.concat(frames, ignore_index=True)
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        sns.lineplot(
+            data=data,
+            x="layer",
+            y=metric,
+            hue="model",
+            marker="o",
+            errorbar=("ci", 95),
+            n_boot=1000,
+            seed=seed,
+            ax=ax,
+        )
+        if metric.startswith("lift"):
+            ax.axhline(1.0, color="grey", lw=1, ls="--")
+        ax.set_xlabel("decoder layer")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title or "Tag-token attention by layer (mean, 95% bootstrap CI)")
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def plot_layer_head_map(
+    scores: pd.DataFrame,
+    metric: str = "lift_object",
+    *,
+    ax: Any = None,
+    title: str | None = None,
+    center: float | None = None,
+) -> Figure:
+    """Heat map of a metric's mean over mentions, layer × head."""
+    for col in ("layer", "head", metric):
+        if col not in scores.columns:
+            raise InputError(f"scores lack column {col!r}")
+    table = scores.groupby(["layer", "head"])[metric].mean().unstack("head")
+    sns.set_theme(style="white", context="notebook")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.0 + 0.45 * table.shape[1], 1.0 + 0.4 * table.shape[0]))
+    else:
+        fig = ax.figure
+    sns.heatmap(
+        table,
+        ax=ax,
+        cmap="RdBu_r" if center is not None else "viridis",
+        center=center,
+        annot=table.size <= 64,
+        fmt=".2f",
+        cbar_kws={"label": METRIC_LABELS.get(metric, metric)},
+    )
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title or f"{metric}: mean over tag mentions")
+    return fig
+
+
+def top_patch_boxes(
+    attention: np.ndarray, layout: Any, image: int = 0, k: int = 5
+) -> list[tuple[float, float, float, float]]:
+    """Boxes (original pixels) of the ``k`` most-attended patches of a ``(rows, cols)`` map."""
+    flat = np.asarray(attention, dtype=np.float64).reshape(-1)
+    order = np.argsort(-flat, kind="stable")[:k]
+    return [layout.patch_box(int(i), image, clip=True) for i in order]
+
+
+def draw_top_patches(
+    ax: Any,
+    image: Image.Image,
+    attention: np.ndarray | None,
+    layout: Any,
+    *,
+    image_index: int = 0,
+    k: int = 5,
+    mask: np.ndarray | None = None,
+    colour: Any = "C0",
+    dim: float = 0.0,
+    line_width: float = 2.0,
+    outline_width: float = 1.2,
+) -> list[tuple[float, float, float, float]]:
+    """Draw ``image`` on ``ax`` with the ``k`` most-attended patches of ``attention`` boxed.
+
+    Args:
+        attention: one ``(rows, cols)`` map over the layout's patch grid (None: no boxes).
+        mask: a region to outline in white (e.g. the tagged or queried object).
+        dim: opacity of a dark veil over everything but the top patches (0: none).
+        line_width, outline_width: of the patch boxes and of the mask's outline.
+
+    Returns:
+        The boxes drawn, in original-image pixels, most attended first.
+    """
+    boxes = [] if attention is None else top_patch_boxes(attention, layout, image_index, k=k)
+    # pixel (x, y) covers [x, x+1) × [y, y+1), as in the layout's patch boxes
+    extent = (0, image.width, image.height, 0)
+    ax.imshow(image, interpolation="nearest", extent=extent)
+    if dim > 0:
+        veil = np.zeros((image.height, image.width, 4))
+        veil[..., 3] = dim
+        for x0, y0, x1, y1 in boxes:
+            veil[round(y0) : round(y1), round(x0) : round(x1), 3] = 0.0
+        ax.imshow(veil, interpolation="nearest", extent=extent)
+    if mask is not None:
+        centres = np.arange(image.width) + 0.5, np.arange(image.height) + 0.5
+        ax.contour(*centres, mask, levels=[0.5], colors="white", linewidths=outline_width)
+    for x0, y0, x1, y1 in boxes:
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=line_width, ec=colour))
+    ax.set_xlim(0, image.width)
+    ax.set_ylim(image.height, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return boxes
+
+
+def plot_top_patches(
+    image: Image.Image,
+    maps: Mapping[str, Mapping[int, np.ndarray]],
+    layout: Any,
+    tagset: Any,
+    *,
+    k: int = 5,
+    image_index: int = 0,
+    title: str | None = None,
+) -> Figure:
+    """The paper's Fig. 4: per tag, the top-k attended patches of each model.
+
+    Args:
+        image: the tagged image shown.
+        maps: model name → {tag id → attention map ``(rows, cols)`` of that tag's token}
+            (e.g. from :func:`~somprobe.measure.tag_attention_maps`).
+        layout: the :class:`~somprobe.models.ImageLayout` the maps come from.
+        tagset: ground truth; each tag's object is outlined.
+    """
+    models = list(maps)
+    tag_ids = sorted({t for m in maps.values() for t in m})
+    if not models or not tag_ids:
+        raise InputError("no attention maps to draw")
+    sns.set_theme(style="white")
+    fig, axes = plt.subplots(
+        len(tag_ids), len(models), figsize=(2.6 * len(models), 2.6 * len(tag_ids)), squeeze=False
+    )
+    colours = sns.color_palette("tab10", len(models))
+    for r, tag_id in enumerate(tag_ids):
+        tag = tagset[tag_id]
+        for c, model in enumerate(models):
+            ax = axes[r][c]
+            draw_top_patches(
+                ax, image, maps[model].get(tag_id), layout, image_index=image_index, k=k,
+                mask=tag.mask, colour=colours[c],
+            )  # fmt: skip
+            if r == 0:
+                ax.set_title(model)
+            if c == 0:
+                ax.set_ylabel(f"tag {tag.label}: {tag.category or ''}".strip())
+    fig.suptitle(title or f"Top-{k} attended patches of each tag token (white: tagged object)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,63 @@
+"""The shared measurement recipes agree with reading the trace by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from somprobe.data.toyworld import WorldConfig, make_scene, tag_scene
+from somprobe.measure import (
+    find_tag_mentions,
+    patch_attention,
+    tag_attention_maps,
+    teacher_forced_listing,
+)
+
+
+@pytest.fixture(scope="module")
+def tagged():
+    return [tag_scene(make_scene(WorldConfig(), (0, 1, i))) for i in range(3)]
+
+
+def by_hand(trace, layout, batch: int, positions: list[int]) -> np.ndarray:
+    """(layer, head, rows, cols): the trace's rows at the patch columns, averaged."""
+    keys = trace.key_positions(batch).tolist()
+    columns = [keys.index(p) for p in layout.patch_positions(batch).tolist()]
+    rows = torch.stack([trace.attention(batch, p) for p in positions]).double().mean(0)
+    return rows[..., columns].reshape(*rows.shape[:2], *layout.grid(batch)).numpy()
+
+
+def test_teacher_forced_listing_finds_every_tag_at_its_last_digit(tiny_llava, tagged) -> None:
+    model, processor = tiny_llava
+    result, mentions = teacher_forced_listing(model, processor, tagged)
+    for b, item in enumerate(tagged):
+        rows = mentions[mentions["batch"] == b]
+        assert rows["tag_id"].tolist() == item.tagset.ids
+        start, end = result.answer_spans[b]
+        ids = result.inputs["input_ids"][b, start:end].tolist()
+        alone = find_tag_mentions(processor.tokenizer, ids, tag_ids=item.tagset, offset=start)
+        assert rows["scored_positions"].tolist() == alone["scored_positions"].tolist()
+    assert (mentions["position"] == [p[-1] for p in mentions["scored_positions"]]).all()
+    for m in mentions.itertuples():
+        assert result.trace.has(m.batch, m.position)
+        digit = processor.tokenizer.decode([int(result.inputs["input_ids"][m.batch, m.position])])
+        assert digit.strip() == str(m.tag_id)[-1]
+
+
+def test_patch_attention_and_tag_maps_equal_the_trace_read_by_hand(tiny_llava, tagged) -> None:
+    model, processor = tiny_llava
+    result, mentions = teacher_forced_listing(model, processor, tagged[:2])
+    trace, layout = result.trace, result.layout
+    for b in (0, 1):
+        positions = mentions[mentions["batch"] == b]["position"].tolist()
+        got = patch_attention(trace, layout, b, positions[:2])
+        np.testing.assert_allclose(got, by_hand(trace, layout, b, positions[:2]), atol=1e-7)
+    layer = 1
+    maps, map_layout = tag_attention_maps(model, processor, tagged[0], layer)
+    first = mentions[mentions["batch"] == 0]
+    assert sorted(maps) == first["tag_id"].tolist()
+    for m in first.itertuples():
+        expected = by_hand(trace, layout, 0, [m.position])[layer].mean(0)
+        np.testing.assert_allclose(maps[m.tag_id], expected, atol=1e-6)
+    assert map_layout.grid(0) == layout.grid(0)
