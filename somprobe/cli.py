@@ -45,10 +45,11 @@ for _name, _module in _SUBCOMMANDS:
 
 
 def main() -> None:
-    """Entry point of the ``somprobe`` console script: somprobe errors end in one line."""
+    """Entry point of the ``somprobe`` console script: a somprobe error, or a file that
+    cannot be read or written, ends in one line on stderr and exit code 2."""
     try:
         app()
-    except SomprobeError as err:
+    except (SomprobeError, OSError) as err:
         typer.echo(f"somprobe: error: {err}", err=True)
         raise SystemExit(2) from None
 

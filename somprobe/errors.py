@@ -51,6 +51,10 @@ class ProbeError(SomprobeError, ValueError):
     """A probe dataset cannot be fitted (one class, too few samples, NaNs, ...)."""
 
 
+class WriteError(SomprobeError, OSError):
+    """An output file or folder cannot be written (no permission, not a folder, disk full)."""
+
+
 __all__ = [
     "CaptureError",
     "DataFormatError",
@@ -61,4 +65,5 @@ __all__ = [
     "SomprobeError",
     "TagMentionError",
     "UnsupportedModelError",
+    "WriteError",
 ]

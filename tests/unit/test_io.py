@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from somprobe.io import atomic_path, atomic_write
+from somprobe.errors import DataFormatError, WriteError
+from somprobe.io import atomic_path, atomic_write, check_writable, read_safetensors, work_dir
 
 
 def test_atomic_writer_keeps_old_file_on_error(tmp_path: Path) -> None:
@@ -39,3 +43,60 @@ def test_binary_mode_writes_bytes(tmp_path: Path) -> None:
     with atomic_write(path, "wb") as fh:
         fh.write(b"\x00\x01")
     assert path.read_bytes() == b"\x00\x01"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftovers_of_killed_writers_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    dead, alive = _dead_pid(), os.getpid()
+    (tmp_path / f".out.json.{dead}-k1ll3d.tmp").write_text("half")
+    (tmp_path / f".out.json.{alive}-w0rk1n.tmp").write_text("a writer still at work")
+    (tmp_path / f".other.json.{dead}-k1ll3d.tmp").write_text("another file's")
+    with atomic_write(tmp_path / "out.json") as fh:
+        fh.write("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["out.json", f".out.json.{alive}-w0rk1n.tmp", f".other.json.{dead}-k1ll3d.tmp"]
+    )
+
+
+def test_work_dir_is_stamped_removed_and_cleans_killed_runs(tmp_path: Path) -> None:
+    stale = tmp_path / f".mix-{_dead_pid()}-abcd1234"
+    stale.mkdir()
+    (stale / "bucket.jsonl").write_text("x")
+    with work_dir(tmp_path, ".mix-") as work:
+        assert work.name.startswith(f".mix-{os.getpid()}-") and not stale.exists()
+        (work / "b.jsonl").write_text("y")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_destinations_are_write_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for call in (
+        lambda: atomic_write(blocker / "out.json").__enter__(),
+        lambda: atomic_path(blocker / "sub" / "out.png").__enter__(),
+        lambda: check_writable(blocker / "out.csv"),
+        lambda: check_writable(tmp_path),
+        lambda: work_dir(blocker, ".mix-").__enter__(),
+    ):
+        with pytest.raises(WriteError, match="cannot"):
+            call()
+    assert issubclass(WriteError, OSError)
+
+
+def test_truncated_safetensors_is_a_data_format_error(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "t.safetensors"
+    save_file({"x": torch.arange(100.0)}, str(path))
+    assert torch.equal(read_safetensors(path)["x"], torch.arange(100.0))
+    path.write_bytes(path.read_bytes()[:-60])
+    with pytest.raises(DataFormatError, match="truncated or corrupt"):
+        read_safetensors(path)
+    with pytest.raises(DataFormatError):
+        read_safetensors(tmp_path / "missing.safetensors")
