@@ -35,11 +35,36 @@ MOVED_MODULES: dict[str, str] = {
 
 #: names of the 0.1 top-level surface that now live only in a stage package
 OLD_SURFACE: frozenset[str] = frozenset(
-    """CaptureError DataFormatError InputError LayoutError ModelLoadError ProbeError
-    TagMentionError UnsupportedModelError CaptureResult QueryRecord ImageLayout build_prompt
-    prepare_inputs ProbeDataset ProbeResult compare_probes probe_layers Region Tag TaggedImage
-    from_coco from_label_image from_masks from_sam from_superpixels load_tagset save_tagset
-    aggregate_by_head""".split()
+    [
+        "CaptureError",
+        "CaptureResult",
+        "DataFormatError",
+        "ImageLayout",
+        "InputError",
+        "LayoutError",
+        "ModelLoadError",
+        "ProbeDataset",
+        "ProbeError",
+        "ProbeResult",
+        "QueryRecord",
+        "Region",
+        "Tag",
+        "TagMentionError",
+        "TaggedImage",
+        "UnsupportedModelError",
+        "aggregate_by_head",
+        "build_prompt",
+        "compare_probes",
+        "from_coco",
+        "from_label_image",
+        "from_masks",
+        "from_sam",
+        "from_superpixels",
+        "load_tagset",
+        "prepare_inputs",
+        "probe_layers",
+        "save_tagset",
+    ]
 )
 #: where a name of :data:`OLD_SURFACE` is looked up, in order
 HOMES = (

@@ -166,7 +166,9 @@ def work_dir(folder: str | os.PathLike[str], prefix: str) -> Iterator[Path]:
     try:
         name = tempfile.mkdtemp(prefix=f"{prefix}{_stamp()}", dir=base)
     except OSError as err:
-        raise WriteError(f"cannot create a working folder in {base}: {err.strerror or err}") from err
+        raise WriteError(
+            f"cannot create a working folder in {base}: {err.strerror or err}"
+        ) from err
     try:
         yield Path(name)
     finally:
