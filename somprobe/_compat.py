@@ -34,38 +34,12 @@ MOVED_MODULES: dict[str, str] = {
 }
 
 #: names of the 0.1 top-level surface that now live only in a stage package
-OLD_SURFACE: frozenset[str] = frozenset(
-    [
-        "CaptureError",
-        "CaptureResult",
-        "DataFormatError",
-        "ImageLayout",
-        "InputError",
-        "LayoutError",
-        "ModelLoadError",
-        "ProbeDataset",
-        "ProbeError",
-        "ProbeResult",
-        "QueryRecord",
-        "Region",
-        "Tag",
-        "TagMentionError",
-        "TaggedImage",
-        "UnsupportedModelError",
-        "aggregate_by_head",
-        "build_prompt",
-        "compare_probes",
-        "from_coco",
-        "from_label_image",
-        "from_masks",
-        "from_sam",
-        "from_superpixels",
-        "load_tagset",
-        "prepare_inputs",
-        "probe_layers",
-        "save_tagset",
-    ]
-)
+_OLD_SURFACE_WORDS = """CaptureError CaptureResult DataFormatError ImageLayout InputError LayoutError
+    ModelLoadError ProbeDataset ProbeError ProbeResult QueryRecord Region Tag
+    TagMentionError TaggedImage UnsupportedModelError aggregate_by_head build_prompt
+    compare_probes from_coco from_label_image from_masks from_sam from_superpixels
+    load_tagset prepare_inputs probe_layers save_tagset"""
+OLD_SURFACE: frozenset[str] = frozenset(_OLD_SURFACE_WORDS.split())
 #: where a name of :data:`OLD_SURFACE` is looked up, in order
 HOMES = (
     "somprobe.errors",
