@@ -5,6 +5,12 @@ models shipped in ``models/`` (or, in a checkout without them, two untrained ran
 LLaVAs, announced as such), else any two HF LLaVA checkpoints named with ``--base`` and
 ``--som``. Experiments import only ``somprobe`` and this module.
 
+Outputs: ``--out`` defaults to ``results/<job>`` under the *current* folder and
+``--figures`` to ``<out>/figures``, so a run never writes into the repository unless
+asked; the shipped figures in ``figures/`` are regenerated with ``--figures figures``
+(from the repository root). Every argument is checked before anything is loaded or
+written; a bad one is one line on stderr and exit code 2 (:func:`run_job`).
+
 Example:
     >>> p = argparse.ArgumentParser(); add_model_args(p)
     >>> args = p.parse_args([])
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +35,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from somprobe.errors import InputError, SomprobeError
+import somprobe
+from somprobe.errors import InputError, SomprobeError, WriteError
 from somprobe.io import atomic_path, atomic_write
 from somprobe.models import build_tiny_llava, load_model
 
@@ -68,6 +76,65 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
+
+
+def add_output_args(p: argparse.ArgumentParser, job: str) -> None:
+    """``--out`` (default ``results/<job>`` under the current folder) and ``--figures``
+    (default ``<out>/figures``); :func:`resolve_outputs` fills the defaults in."""
+    p.add_argument("--out", type=Path, default=None, help=f"output folder (default: results/{job})")
+    p.add_argument(
+        "--figures",
+        type=Path,
+        default=None,
+        help="figure folder (default: <out>/figures; `--figures figures` from the repository\n"
+        "root regenerates the shipped figures)",
+    )
+
+
+def resolve_outputs(args: argparse.Namespace, job: str) -> argparse.Namespace:
+    """Fill in the output defaults of :func:`add_output_args` (relative to the current folder)."""
+    if args.out is None:
+        args.out = Path("results") / job
+    if args.figures is None:
+        args.figures = args.out / "figures"
+    return args
+
+
+def check_folder(path: Path, option: str) -> None:
+    """``path`` can become a writable folder; nothing is created (that waits for the results).
+
+    Raises:
+        WriteError: ``path`` or a parent of it is a file, or the nearest existing parent
+            is not writable.
+    """
+    if path.exists() and not path.is_dir():
+        raise WriteError(f"{option} {path} is a file, not a folder; give a folder")
+    parent = path
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise WriteError(f"{option} {path} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WriteError(f"{option} {path} cannot be written: {parent} is not writable")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """``--out`` and ``--figures`` can be written (checked without creating them)."""
+    check_folder(args.out, "--out")
+    check_folder(args.figures, "--figures")
+
+
+def check_input_folder(path: Path | None, option: str, needed_by: str) -> Path:
+    """An existing folder given with ``option`` (which ``needed_by`` needs)."""
+    if path is None:
+        raise InputError(f"{needed_by} needs {option}")
+    if not path.exists():
+        raise InputError(f"{option} {path} does not exist")
+    if not path.is_dir():
+        raise InputError(f"{option} {path} is not a folder")
+    return path
 
 
 def load_dtype(dtype: str | None, device: str) -> str | None:
@@ -145,11 +212,53 @@ def write_json(obj: Any, path: Path) -> None:
         fh.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy of an argument value (paths as strings)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _model_path(path: str) -> str:
+    """A local model folder as an absolute path; a hub name as given."""
+    local = Path(path)
+    return str(local.resolve()) if local.exists() else path
+
+
+def run_record(
+    args: argparse.Namespace, pair: ModelPair, images: str, n_images: int
+) -> dict[str, Any]:
+    """What a job ran on, for its ``summary.json`` / ``run.json`` (key ``"run"``): the
+    somprobe version, the models (name → path), the images (``source``, ``count``) and
+    every argument (``vars(args)``, paths as strings)."""
+    return {
+        "somprobe_version": somprobe.__version__,
+        "models": {n: _model_path(p) for n, p in pair.as_dict().items()},
+        "untrained_stand_ins": pair.untrained,
+        "images": {"source": images, "count": int(n_images)},
+        "arguments": {k: _plain(v) for k, v in sorted(vars(args).items())},
+    }
+
+
+def toy_images(args: argparse.Namespace) -> str:
+    """How the held-out toy scenes of a job are named in its run record."""
+    return f"toy world, held-out eval split (WorldConfig defaults, seed {args.seed})"
+
+
 def write_run_info(
-    args: argparse.Namespace, pair: ModelPair, clocks: tuple[float, float], **extra: Any
+    args: argparse.Namespace,
+    pair: ModelPair,
+    clocks: tuple[float, float],
+    *,
+    images: str,
+    n_images: int,
+    **extra: Any,
 ) -> dict[str, Any]:
     """What ran, and how long (wall and CPU seconds since ``clocks``): ``<out>/run.json``
-    (the job's ``--limit`` scenes, ``--bootstrap`` and ``--seed``, and ``extra``)."""
+    (the job's ``--limit`` scenes, ``--bootstrap`` and ``--seed``, ``extra``, and the
+    :func:`run_record` under ``"run"``)."""
     info = {
         "scenes": args.limit,
         **extra,
@@ -159,6 +268,7 @@ def write_run_info(
         "seed": args.seed,
         "seconds": round(time.perf_counter() - clocks[0], 1),
         "cpu_seconds": round(time.process_time() - clocks[1], 1),
+        "run": run_record(args, pair, images, n_images),
     }
     write_json(info, args.out / "run.json")
     return info
@@ -173,9 +283,10 @@ def fmt_ci(value: float, low: float, high: float, *, signed: bool = False, digit
 
 
 def run_job(job: Callable[[argparse.Namespace], int], args: argparse.Namespace, name: str) -> int:
-    """Run ``job``; a somprobe error (bad input, missing model) is one line and exit code 2."""
+    """Run ``job``; a somprobe error (bad input, missing model) or a file-system error (a
+    file that cannot be read or written) is one line and exit code 2."""
     try:
         return job(args)
-    except SomprobeError as err:
-        print(f"{name}: error: {err}", file=sys.stderr)
+    except (SomprobeError, OSError) as err:
+        print(f"{name}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

@@ -6,7 +6,13 @@ held-out toy-world split. Each model is teacher-forced through the ground-truth 
 ("1. red circle\\n2. …") and also asked to write its own; the attention of every tag
 token is captured (SDPA kept on), scored against the tag's object, its mark, the other
 tags and the background per layer and head, and the two models are compared with paired
-statistics. Writes ``results/attn_alignment/`` (CSV tables, summary) and figures.
+statistics. Writes ``results/attn_alignment/`` under the current folder (CSV tables,
+``summary.json`` with the run record) and its ``figures/``; ``--figures figures`` (from
+the repository root) regenerates the shipped figures instead.
+
+Photos without region names (``--images folder``: superpixel or SAM regions) are listed
+as "1. region\\n2. region …" (``--describe region``, their default): the teacher-forced
+listing then names no object, and only the tag numbers carry information.
 
 Real checkpoints go through the same code path:
 
@@ -28,7 +34,8 @@ import _common as common
 import pandas as pd
 import torch
 
-from somprobe.errors import SomprobeError
+from somprobe.data.listing import Describer, label_describer, region_describer
+from somprobe.errors import DataFormatError, InputError, SomprobeError
 from somprobe.measure import (
     DEFAULT_QUESTION,
     aggregate_by_layer,
@@ -43,6 +50,10 @@ from somprobe.measure import (
 from somprobe.tagging import TaggedImage, tag_regions
 
 METRICS = ["share_object", "share_mark", "lift_object", "topk_hit", "pointing", "auroc"]
+MODES = ("teacher_forced", "generated")
+#: --describe: the phrase after each tag number of the teacher-forced listing.
+DESCRIBERS: dict[str, Describer] = {"category": label_describer, "region": region_describer}
+JOB = "attn_alignment"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -58,18 +69,64 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="region source (default: coco for --images coco, superpixels for folder)",
     )
     p.add_argument("--sam-model", default=None, help="SAM checkpoint for --regions sam")
+    p.add_argument(
+        "--describe",
+        choices=sorted(DESCRIBERS),
+        default=None,
+        help="phrase after each tag number of the teacher-forced listing: 'category' (the\n"
+        "region's category; every region needs one) or 'region' (the category, else the\n"
+        "neutral word 'region'). Default: region for superpixel and SAM regions, else category",
+    )
     p.add_argument("--short-side", type=int, default=640, help="resize real photos to this")
     p.add_argument("--limit", type=int, default=48, help="number of images")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--k", type=int, default=5, help="top-k patches (paper's Fig. 4: 5)")
-    p.add_argument("--modes", default="teacher_forced,generated")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {MODES}")
     p.add_argument("--question", default=DEFAULT_QUESTION)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=common.ROOT / "results" / "attn_alignment")
-    p.add_argument("--figures", type=Path, default=common.ROOT / "figures")
+    common.add_output_args(p, JOB)
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
-    return p.parse_args(argv)
+    args = common.resolve_outputs(p.parse_args(argv), JOB)
+    if args.images != "toy":
+        args.regions = args.regions or ("coco" if args.images == "coco" else "superpixels")
+    if args.describe is None:
+        args.describe = "region" if args.regions in ("superpixels", "sam") else "category"
+    return args
+
+
+def check_args(args: argparse.Namespace) -> list[str]:
+    """Reject every argument that would fail later (or measure nothing); return the modes.
+    Creates nothing."""
+    common.check_model_args(args)
+    common.check_positive(args, "limit", "batch_size", "max_new_tokens", "k", "bootstrap")
+    common.check_positive(args, "short_side")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or sorted(set(modes)) != sorted(modes) or not set(modes) <= set(MODES):
+        raise InputError(f"--modes must name one or both of {MODES} once each, got {args.modes!r}")
+    if args.images == "toy":
+        for option in ("image_dir", "coco_annotations", "regions", "sam_model"):
+            if getattr(args, option) is not None:
+                flag = f"--{option.replace('_', '-')}"
+                raise InputError(f"{flag} needs --images coco or folder (the toy scenes need none)")
+    else:
+        common.check_input_folder(args.image_dir, "--image-dir", f"--images {args.images}")
+        if args.regions == "coco" and args.coco_annotations is None:
+            raise InputError("--regions coco needs --coco-annotations (a COCO instances JSON)")
+        if args.regions == "sam" and not args.sam_model:
+            raise InputError("--regions sam needs --sam-model (a local or cached SAM)")
+    common.check_outputs(args)
+    return modes
+
+
+def image_source(args: argparse.Namespace) -> str:
+    """The images of the run, in words (for the run record)."""
+    if args.images == "toy":
+        return common.toy_images(args)
+    where = str(args.image_dir.resolve())
+    if args.images == "coco":
+        return f"COCO {args.coco_annotations.resolve()} images in {where} (regions: {args.regions})"
+    return f"folder {where} (regions: {args.regions})"
 
 
 def load_images(args: argparse.Namespace) -> tuple[list[TaggedImage], list[str]]:
@@ -84,21 +141,22 @@ def load_images(args: argparse.Namespace) -> tuple[list[TaggedImage], list[str]]
 
     from somprobe.tagging.regions import from_coco, from_sam, from_superpixels, resize_regions
 
-    if args.image_dir is None:
-        raise SomprobeError(f"--images {args.images} needs --image-dir")
-    source = args.regions or ("coco" if args.images == "coco" else "superpixels")
-    files = sorted(p for p in args.image_dir.iterdir() if p.suffix.lower() in {".jpg", ".png"})
+    source = args.regions
+    suffixes = {".jpg", ".jpeg", ".png"}
+    files = sorted(p for p in args.image_dir.iterdir() if p.suffix.lower() in suffixes)
     if source == "coco":
-        if args.coco_annotations is None:
-            raise SomprobeError("--regions coco needs --coco-annotations")
         from somprobe.tagging.regions import load_coco
 
         coco = load_coco(args.coco_annotations)
-        names = {img["file_name"]: img["id"] for img in coco.dataset["images"]}
+        names = {img.get("file_name"): img["id"] for img in coco.dataset["images"]}
         files = [f for f in files if f.name in names]
     tagged, ids = [], []
     for path in files[: args.limit]:
-        image = Image.open(path).convert("RGB")
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
+        except OSError as err:
+            raise DataFormatError(f"{path} is not a readable image: {err}") from err
         scale = args.short_side / min(image.size)
         size = (round(image.width * scale), round(image.height * scale))
         if source == "coco":
@@ -108,30 +166,28 @@ def load_images(args: argparse.Namespace) -> tuple[list[TaggedImage], list[str]]
         if source == "superpixels":
             regions = from_superpixels(image)
         elif source == "sam":
-            if not args.sam_model:
-                raise SomprobeError("--regions sam needs --sam-model (a local or cached SAM)")
             regions = from_sam(image, model=args.sam_model, device=args.device)
         tagged.append(tag_regions(image, regions))
         ids.append(path.name)
     if not tagged:
-        raise SomprobeError(f"no usable images found in {args.image_dir}")
+        what = " listed in the COCO annotations" if source == "coco" else ""
+        raise SomprobeError(f"no usable images (.jpg, .png){what} found in {args.image_dir}")
     return tagged, ids
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return common.run_job(run, parse_args(argv), "attn_alignment")
+    return common.run_job(run, parse_args(argv), JOB)
 
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    common.check_model_args(args)
+    modes = check_args(args)
+    tagged, image_ids = load_images(args)
     torch.manual_seed(args.seed)
     dtype = common.setup_torch(args)
     pair = common.resolve_models(args)
-    tagged, image_ids = load_images(args)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    describer = DESCRIBERS[args.describe]
     base, som = pair.names
-    args.out.mkdir(parents=True, exist_ok=True)
     scores: dict[tuple[str, str], pd.DataFrame] = {}
     mentions: dict[tuple[str, str], pd.DataFrame] = {}
     models = {}
@@ -144,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
                 tagged,
                 mode=mode,
                 question=args.question,
+                describer=describer,
                 k=args.k,
                 batch_size=args.batch_size,
                 max_new_tokens=args.max_new_tokens,
@@ -159,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
 
     comparisons = []
     summary: dict[str, Any] = {"untrained_stand_ins": pair.untrained, "images": len(tagged)}
+    summary["run"] = common.run_record(args, pair, image_source(args), len(tagged))
     for mode in modes:
         if scores[(base, mode)].empty or scores[(som, mode)].empty:
             counts = {n: int(mentions[(n, mode)]["captured"].sum()) for n in pair.names}
@@ -202,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
         maps, layout = {}, None
         for name, (model, processor) in models.items():
             maps[name], layout = tag_attention_maps(
-                model, processor, item, best_layer, question=DEFAULT_QUESTION
+                model, processor, item, best_layer, question=DEFAULT_QUESTION, describer=describer
             )
         fig = plot_top_patches(
             item.image,
@@ -244,7 +302,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary["untrained_stand_ins"]:
         print("(untrained stand-in models: numbers show the pipeline works, nothing more)")
     for mode, block in summary.items():
-        if mode in {"images", "seconds", "untrained_stand_ins"}:
+        if mode in {"images", "seconds", "untrained_stand_ins", "run"}:
             continue
         if not isinstance(block, dict):
             print(f"\n{mode}: {block}")

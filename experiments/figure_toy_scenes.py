@@ -1,14 +1,19 @@
 """Figure: toy-world scenes, untagged (top row of each pair) and tagged (bottom row).
 
-Writes figures/toy_scenes.png: 8 scenes of the default world (112 px, patch 14, 2–5
-objects) and 4 of the 2–8 object range, each shown untagged and with its SoM tags at
-patch centres; a faint patch grid shows that every tag glyph sits inside one patch.
+Writes ``toy_scenes.png`` to ``--figures`` (default ``results/figure_toy_scenes/figures``
+under the current folder; ``--figures figures`` from the repository root regenerates the
+shipped figure): 8 scenes of the default world (112 px, patch 14, 2–5 objects) and 4 of
+the 2–8 object range, each shown untagged and with its SoM tags at patch centres; a
+faint patch grid shows that every tag glyph sits inside one patch.
 
 Run:
-    python experiments/figure_toy_scenes.py
+    python experiments/figure_toy_scenes.py [--figures figures]
 """
 
 from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -19,10 +24,21 @@ import matplotlib.pyplot as plt
 from somprobe.data.toyworld import WorldConfig, make_scene, tag_scene
 from somprobe.measure import save_figure
 
-OUT = common.ROOT / "figures" / "toy_scenes.png"
+JOB = "figure_toy_scenes"
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common.add_output_args(parser, JOB)
+    return common.resolve_outputs(parser.parse_args(argv), JOB)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run_job(run, parse_args(argv), JOB)
+
+
+def run(args: argparse.Namespace) -> int:
+    common.check_folder(args.figures, "--figures")
     worlds = [(WorldConfig(), range(8)), (WorldConfig(max_objects=8), range(100, 104))]
     scenes = [make_scene(cfg, (0, 2, i)) for cfg, ids in worlds for i in ids]
     cols = 6
@@ -53,9 +69,10 @@ def main() -> None:
         fontsize=8,
     )
     fig.tight_layout()
-    save_figure(fig, OUT, dpi=160)
-    print(f"wrote {OUT}")
+    out = save_figure(fig, args.figures / "toy_scenes.png", dpi=160)
+    print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -14,8 +14,9 @@ temporary eval split by ``somprobe.data.toyworld.dataset.write_eval_split``. Eac
 Every metric is a ratio of sums over items, so its 95% interval comes from one seeded
 cluster bootstrap over scenes (whole images resampled, the same draws for both models),
 and the paired difference (SoM − baseline) uses the same draws. Writes
-``results/listing_eval/`` (``summary.csv``, ``comparison.csv``, per-item tables,
-``run.json``) and ``figures/listing_accuracy.png``.
+``results/listing_eval/`` under the current folder (``summary.csv``, ``comparison.csv``,
+per-item tables, ``run.json``) and ``results/listing_eval/figures/listing_accuracy.png``
+(``--figures figures`` from the repository root: the shipped figure).
 
 Real checkpoints go through the same code path (on the same toy scenes):
 
@@ -62,6 +63,7 @@ TOY_THREADS_HELP = (
     "1 for the toy models on CPU, which are tiny and much slower with more threads on a\n"
     "busy machine; else torch's"
 )
+JOB = "listing_eval"
 PLOTTED = [
     ("listing", "all", "list_accuracy", "list-wise\naccuracy"),
     ("listing", "all", "recall", "recall"),
@@ -80,16 +82,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=150, help="number of held-out scenes")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="toy-world seed and bootstrap seed")
-    p.add_argument("--out", type=Path, default=common.ROOT / "results" / "listing_eval")
-    p.add_argument("--figures", type=Path, default=common.ROOT / "figures")
+    common.add_output_args(p, JOB)
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
-    return p.parse_args(argv)
+    return common.resolve_outputs(p.parse_args(argv), JOB)
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Reject values that would only fail later (or silently measure nothing)."""
+    """Reject values that would only fail later (or silently measure nothing); creates
+    nothing."""
     common.check_positive(args, "limit", "batch_size", "bootstrap")
     common.check_model_args(args)
+    common.check_outputs(args)
 
 
 def item_tables(result: Any, model: str, split: Path) -> dict[str, pd.DataFrame]:
@@ -221,7 +224,7 @@ def print_summary(comparison: pd.DataFrame, names: tuple[str, str], info: dict[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return common.run_job(run, parse_args(argv), "listing_eval")
+    return common.run_job(run, parse_args(argv), JOB)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -242,7 +245,6 @@ def run(args: argparse.Namespace) -> int:
             tables[name] = item_tables(result, name, split)
             del model
     summary, comparison = summarise(tables, names, args.bootstrap, args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
     common.write_csv(summary, args.out / "summary.csv")
     common.write_csv(comparison, args.out / "comparison.csv")
     for task in ("listing", "pope"):
@@ -250,7 +252,9 @@ def run(args: argparse.Namespace) -> int:
         common.write_csv(items, args.out / f"{task}_items.csv")
     title = f"{names[0]} vs {names[1]}: tag listing and POPE on {args.limit} held-out toy scenes"
     save_figure(plot_summary(summary, names, title), args.figures / "listing_accuracy.png")
-    info = common.write_run_info(args, pair, (started, cpu))
+    info = common.write_run_info(
+        args, pair, (started, cpu), images=common.toy_images(args), n_images=args.limit
+    )
     print_summary(comparison, names, info)
     return 0
 

@@ -20,8 +20,10 @@ could come from the number alone; tags are numbered by object area (smallest fir
 area in particular is partly readable from the number. Compare the task curve with the
 baseline, and the two models with each other.
 
-Writes ``results/probe_tags/`` (``probes.csv``: model × layer × target × probe;
-``comparison.csv``: SoM − baseline; ``run.json``) and ``figures/probe_layers.png``.
+Writes ``results/probe_tags/`` under the current folder (``probes.csv``: model × layer ×
+target × probe; ``comparison.csv``: SoM − baseline; ``run.json``) and
+``results/probe_tags/figures/probe_layers.png`` (``--figures figures`` from the
+repository root: the shipped figure).
 
 Real checkpoints go through the same code path (on the same toy scenes):
 
@@ -34,7 +36,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import _common as common
@@ -58,6 +59,7 @@ from somprobe.probes import (
 from somprobe.tagging import TaggedImage
 
 TARGETS = ("colour", "shape", "centroid_x", "centroid_y", "area")
+JOB = "probe_tags"
 TARGET_LABELS = {
     "colour": "colour",
     "shape": "shape",
@@ -83,10 +85,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the L2")
     p.add_argument("--test-size", type=float, default=0.2, help="share of images held out")
     p.add_argument("--seed", type=int, default=0, help="toy-world, split and bootstrap seed")
-    p.add_argument("--out", type=Path, default=common.ROOT / "results" / "probe_tags")
-    p.add_argument("--figures", type=Path, default=common.ROOT / "figures")
+    common.add_output_args(p, JOB)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    return p.parse_args(argv)
+    return common.resolve_outputs(p.parse_args(argv), JOB)
+
+
+def check_args(args: argparse.Namespace) -> list[str]:
+    """Reject values that would only fail later; return the targets. Creates nothing
+    (the targets are checked against the toy world's tag metadata)."""
+    common.check_positive(args, "limit", "batch_size", "bootstrap")
+    common.check_model_args(args)
+    if args.folds < 2 or not 0 < args.test_size < 1:
+        raise InputError("--folds must be ≥ 2 and --test-size lie strictly between 0 and 1")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets:
+        raise InputError("--targets is empty; name at least one, e.g. colour")
+    first = tag_scene(next(iter(iter_scenes(WorldConfig(), "eval", 1, seed=args.seed)))[1])
+    known = {"category", *REGION_TARGETS, *(k for t in first.tagset for k in t.metadata)}
+    unknown = sorted(set(targets) - known)
+    if unknown:
+        raise InputError(f"unknown --targets {unknown}; choose from {sorted(known)}")
+    common.check_outputs(args)
+    return targets
 
 
 def tag_token_dataset(
@@ -231,28 +251,18 @@ def print_summary(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return common.run_job(run, parse_args(argv), "probe_tags")
+    return common.run_job(run, parse_args(argv), JOB)
 
 
 def run(args: argparse.Namespace) -> int:
     started, cpu = time.perf_counter(), time.process_time()
-    common.check_positive(args, "limit", "batch_size", "bootstrap")
-    common.check_model_args(args)
-    if args.folds < 2 or not 0 < args.test_size < 1:
-        raise InputError("--folds must be ≥ 2 and --test-size lie strictly between 0 and 1")
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if not targets:
-        raise InputError("--targets is empty; name at least one, e.g. colour")
+    targets = check_args(args)
     dtype = common.setup_torch(args, toy_cpu_threads=1)
     pair = common.resolve_models(args)
     names = pair.names
     scenes = list(iter_scenes(WorldConfig(), "eval", args.limit, seed=args.seed))
     tagged = [tag_scene(scene) for _, scene in scenes]
     keys = [key for key, _ in scenes]
-    known = {"category", *REGION_TARGETS, *(k for t in tagged[0].tagset for k in t.metadata)}
-    unknown = sorted(set(targets) - known)
-    if unknown:
-        raise InputError(f"unknown --targets {unknown}; choose from {sorted(known)}")
     results, datasets = {}, {}
     for name, model, processor in common.load_each(pair, args, dtype):
         ds = tag_token_dataset(model, processor, tagged, keys, args, desc=f"{name} capture")
@@ -268,7 +278,6 @@ def run(args: argparse.Namespace) -> int:
     comparison = compare_probes(
         results[names[0]], results[names[1]], names=names, n_boot=args.bootstrap, seed=args.seed
     )
-    args.out.mkdir(parents=True, exist_ok=True)
     common.write_csv(scores, args.out / "probes.csv")
     common.write_csv(comparison, args.out / "comparison.csv")
     ds = datasets[names[0]]
@@ -278,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
     )
     save_figure(plot_layers(scores, targets, title), args.figures / "probe_layers.png")
     info = common.write_run_info(
-        args, pair, (started, cpu),
+        args, pair, (started, cpu), images=common.toy_images(args), n_images=len(tagged),
         samples=len(ds.samples), layers=ds.layers, targets=targets,
     )  # fmt: skip
     print_summary(summarise(scores, comparison, names), names, info)

@@ -181,6 +181,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"{flag} must lie in [0, 1], got {share}")
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads must be ≥ 1, got {args.threads}")
+    if not args.lr > 0:
+        p.error(f"--lr must be > 0, got {args.lr}")
+    if not args.warmup >= 0:
+        p.error(f"--warmup must be ≥ 0, got {args.warmup}")
+    for flag, folder in (("--out", args.out), ("--work", args.work)):
+        try:
+            common.check_folder(folder, flag)
+        except SomprobeError as err:
+            p.error(str(err))
     return args
 
 

@@ -22,9 +22,11 @@ the two models are compared on the same questions with paired statistics
 (``somprobe.measure.stats.compare_models``: Wilcoxon, BCa bootstrap CI, Holm over token
 groups × layers).
 
-Writes ``results/untagged_attention/`` (``scores.csv`` one row per model × question ×
-token group × layer × head, ``answers.csv``, ``comparison.csv``, ``summary.json``) and
-``figures/untagged_attention_layers.png`` and ``figures/query_top20_patches.png``.
+Writes ``results/untagged_attention/`` under the current folder (``scores.csv`` one row
+per model × question × token group × layer × head, ``answers.csv``, ``comparison.csv``,
+``summary.json`` with the run record) and, in its ``figures/``,
+``untagged_attention_layers.png`` and ``query_top20_patches.png`` (``--figures figures``
+from the repository root: the shipped figures).
 
 Any two HF LLaVA checkpoints go through the same code path:
 
@@ -41,7 +43,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import _common as common
@@ -80,6 +81,7 @@ GROUPS = ("question_word", "answer")
 METRICS = ["share_object", "lift_object", "topk_hit", "pointing", "auroc"]
 # the evals' scoring rule of each kind (exists: yes/no as in POPE)
 _SCORED_AS = {"colour": "colour", "shape": "shape", "exists": "is_there"}
+JOB = "untagged_attention"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -94,10 +96,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--figure-scenes", type=int, default=3, help="scenes in the Fig. 2 picture")
     p.add_argument("--figure-layer", type=int, default=None, help="default: most object-focused")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=common.ROOT / "results" / "untagged_attention")
-    p.add_argument("--figures", type=Path, default=common.ROOT / "figures")
+    common.add_output_args(p, JOB)
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
-    args = p.parse_args(argv)
+    args = common.resolve_outputs(p.parse_args(argv), JOB)
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     return args
 
@@ -114,7 +115,10 @@ def check_args(args: argparse.Namespace) -> None:
             )
     if args.figure_scenes < 0:
         raise InputError(f"--figure-scenes must be 0 or more, got {args.figure_scenes}")
+    if args.figure_layer is not None and args.figure_layer < 0:
+        raise InputError(f"--figure-layer must be 0 or more, got {args.figure_layer}")
     common.check_model_args(args)
+    common.check_outputs(args)
 
 
 # --------------------------------------------------------------------------------------
@@ -495,7 +499,7 @@ def figure_rows(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return common.run_job(run, parse_args(argv), "untagged_attention")
+    return common.run_job(run, parse_args(argv), JOB)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -530,7 +534,6 @@ def run(args: argparse.Namespace) -> int:
     scores = pd.concat(
         [_tidy(runs[k].scores, info, names[k]) for k in ("base", "som")], ignore_index=True
     )
-    args.out.mkdir(parents=True, exist_ok=True)
     common.write_csv(scores, args.out / "scores.csv")
     answers = pd.concat([runs[k].answers.assign(model=names[k]) for k in ("base", "som")])
     common.write_csv(
@@ -552,6 +555,8 @@ def run(args: argparse.Namespace) -> int:
 
     summary = summarise(items, per, by_layer, overall, runs, names, args, pair.untrained)
     summary["figure_layer"] = layer
+    images = f"{common.toy_images(args)}, shown untagged"
+    summary["run"] = common.run_record(args, pair, images, len(scenes))
     summary["seconds"] = round(time.perf_counter() - started, 1)
     common.write_json(summary, args.out / "summary.json")
     print_summary(summary)

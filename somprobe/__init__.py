@@ -20,23 +20,47 @@ Example:
     >>> scores, mentions = sp.listing_alignment(model, processor, tagged)  # doctest: +SKIP
 """
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from somprobe import _compat
-from somprobe.capture import Recorder, Trace, digit_token_filter, teacher_force
 from somprobe.errors import SomprobeError
-from somprobe.measure import (
-    aggregate_by_layer,
-    compare_models,
-    find_tag_mentions,
-    listing_alignment,
-    score_alignment,
-)
-from somprobe.models import build_tiny_llava, load_model
-from somprobe.probes import build_probe_dataset, run_probes
-from somprobe.tagging import TagSet, annotate, tag_regions
+
+if TYPE_CHECKING:  # imported on first use (below), so `import somprobe` stays light
+    from somprobe.capture import Recorder, Trace, digit_token_filter, teacher_force
+    from somprobe.measure import (
+        aggregate_by_layer,
+        compare_models,
+        find_tag_mentions,
+        listing_alignment,
+        score_alignment,
+    )
+    from somprobe.models import build_tiny_llava, load_model
+    from somprobe.probes import build_probe_dataset, run_probes
+    from somprobe.tagging import TagSet, annotate, tag_regions
 
 __version__ = "0.2.0"
+
+#: the short path's names and the stage package each comes from
+_SURFACE = {
+    **dict.fromkeys(["Recorder", "Trace", "digit_token_filter", "teacher_force"], "capture"),
+    **dict.fromkeys(
+        [
+            "aggregate_by_layer",
+            "compare_models",
+            "find_tag_mentions",
+            "listing_alignment",
+            "score_alignment",
+        ],
+        "measure",
+    ),
+    **dict.fromkeys(["build_tiny_llava", "load_model"], "models"),
+    **dict.fromkeys(["build_probe_dataset", "run_probes"], "probes"),
+    **dict.fromkeys(["TagSet", "annotate", "tag_regions"], "tagging"),
+}
+_PACKAGES = frozenset(
+    ["capture", "data", "evals", "finetune", "io", "measure", "models", "probes", "tagging"]
+)
 
 __all__ = [
     "Recorder",
@@ -63,5 +87,16 @@ _compat.install()
 
 
 def __getattr__(name: str) -> Any:
-    """Names of the 0.1 surface that moved to a stage package: found, with a warning."""
+    """The surface's names and the stage packages, imported on first use; names of the
+    0.1 surface that moved to a stage package are found there, with a warning."""
+    if name in _SURFACE:
+        value = getattr(importlib.import_module(f"somprobe.{_SURFACE[name]}"), name)
+        globals()[name] = value
+        return value
+    if name in _PACKAGES:
+        return importlib.import_module(f"somprobe.{name}")
     return _compat.moved_name(name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SURFACE, *_PACKAGES})

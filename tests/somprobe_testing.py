@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 from PIL import Image
@@ -56,3 +57,21 @@ def load_experiment(name: str) -> ModuleType:
     sys.modules[name] = job
     spec.loader.exec_module(job)
     return job
+
+
+def bad_job_run(name: str, tmp_path: Path, capsys: Any, extra: list[str], *more: str) -> str:
+    """Run experiment ``name`` with bad arguments ``extra`` (``{tmp}`` is ``tmp_path``)
+    into ``tmp_path/r`` and ``tmp_path/f``; check it exits with 2 before writing anything
+    and return its one error line. ``tmp_path`` holds ``file.txt`` (a file where a folder
+    is expected), ``empty/`` and a truncated ``bad.json``."""
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    (tmp_path / "bad.json").write_text('{"images": [')
+    args = ["--out", str(tmp_path / "r"), "--figures", str(tmp_path / "f"), "--no-progress"]
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    assert load_experiment(name).main([*args, *more, *extra]) == 2
+    err = str(capsys.readouterr().err)
+    assert err.startswith(f"{name}: error:"), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "f").exists()
+    return err

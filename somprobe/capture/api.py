@@ -30,9 +30,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from somprobe.capture.recorder import QuerySpec, Recorder
+from somprobe.capture.recorder import QuerySpec, Recorder, _as_index, ensure_not_recording
 from somprobe.capture.trace import Trace
 from somprobe.errors import CaptureError, InputError
+from somprobe.models.adapters import adapter_for
 from somprobe.models.inputs import to_model
 
 Backend = Literal["native", "nnsight", "transformer_lens"]
@@ -76,23 +77,33 @@ def capture(
         **generate_kwargs: passed to ``model.generate`` (``do_sample`` defaults to False).
 
     Raises:
-        InputError: an unknown backend, no ``input_ids``, or generation options without
-            generation.
+        InputError: an unknown backend, inputs that are not the processor's output (no
+            ``input_ids``, ids that are not integer token ids of this model), a bad
+            ``max_new_tokens``, or generation options without generation.
         CaptureError: a query spec that can select nothing in a forward pass, bad layers,
-            heads or positions, a backend that is not installed.
+            heads or positions, a backend that is not installed, or a Recorder that is
+            already recording this model (captures cannot be nested).
     """
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not isinstance(inputs, Mapping):
+        raise InputError(
+            f"inputs must be a mapping (the processor's output: input_ids, attention_mask, "
+            f"pixel_values), got {type(inputs).__name__}"
+        )
     if "input_ids" not in inputs:
         raise InputError(
             "inputs need input_ids (the processor's output: input_ids, attention_mask, "
             "pixel_values)"
         )
-    if int(max_new_tokens) < 0:
+    _check_token_ids(model, inputs["input_ids"])
+    new_tokens = _as_index(max_new_tokens)
+    if new_tokens is None or new_tokens < 0:
         raise InputError(
-            f"max_new_tokens must be 0 (one forward pass) or more, got {max_new_tokens}"
+            f"max_new_tokens must be an integer: 0 (one forward pass) or more, got "
+            f"{max_new_tokens!r}"
         )
-    if not max_new_tokens:
+    if not new_tokens:
         if generate_kwargs:
             raise InputError(
                 f"generation options {sorted(generate_kwargs)} were given with max_new_tokens=0 "
@@ -114,11 +125,37 @@ def capture(
         "include_prompt": include_prompt,
     }
     Recorder(model, **options)  # validates the options before any backend is imported
+    ensure_not_recording(model)
     model_inputs = to_model(model, inputs)
     generate_kwargs.setdefault("do_sample", False)
     run = _runner(backend)
-    trace, sequences = run(model, model_inputs, options, int(max_new_tokens), generate_kwargs)
+    trace, sequences = run(model, model_inputs, options, new_tokens, generate_kwargs)
     return CaptureResult(trace=trace, sequences=sequences)
+
+
+def _check_token_ids(model: torch.nn.Module, ids: Any) -> None:
+    """``input_ids`` must be a (batch, sequence) tensor of this model's token ids."""
+    try:
+        tensor = torch.as_tensor(ids)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise InputError(
+            f"input_ids must be a tensor of token ids, got {type(ids).__name__}"
+        ) from err
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise InputError(f"input_ids must hold integer token ids, got dtype {tensor.dtype}")
+    if tensor.ndim != 2 or tensor.numel() == 0:
+        raise InputError(
+            f"input_ids must have shape (batch, sequence) and hold tokens, got "
+            f"{tuple(tensor.shape)}; use the processor's output (prepare_inputs)"
+        )
+    vocab = int(adapter_for(model).embeddings.num_embeddings)  # type: ignore[arg-type]
+    low, high = int(tensor.min()), int(tensor.max())
+    if low < 0 or high >= vocab:
+        bad = low if low < 0 else high
+        raise InputError(
+            f"input_ids hold token id {bad}, outside the vocabulary of this model (0..{vocab - 1}); "
+            "were they made by this model's processor?"
+        )
 
 
 Runner = Callable[

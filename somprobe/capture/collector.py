@@ -47,9 +47,7 @@ class MapCollector(Recorder):
         self._heads_index = torch.tensor(self.heads)
 
     def __enter__(self) -> MapCollector:
-        if self._entered:
-            raise CaptureError("a capture can be run once; make a new one for each run")
-        self._entered = True
+        self._claim()  # one recording per model: refuses nesting inside a Recorder
         try:
             # read the modules now: a framework may have swapped them in already
             self._handles.append(
@@ -69,6 +67,7 @@ class MapCollector(Recorder):
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._release()
 
     def take_attention(self, layer: int, weights: Float[Tensor, "batch head query key"]) -> None:
         """Keep the selected rows, heads and key columns of one layer's attention map."""

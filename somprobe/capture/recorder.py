@@ -20,6 +20,11 @@ that reads that token (the pass after the one that produced it). ``generate`` ne
 feeds its last token back, so the last generated token has no row; teacher forcing
 (:func:`somprobe.capture.teacher_force`) covers whole answers.
 
+One recording per model at a time: a Recorder records one ``generate``/forward call and
+is entered once; entering a second Recorder (or calling :func:`~somprobe.capture.capture`)
+on a model that a Recorder is recording raises :class:`~somprobe.errors.CaptureError`
+before anything is changed, so the outer Recorder and the model are left as they were.
+
 Example:
     >>> with Recorder(model, queries=digit_token_filter(processor.tokenizer)) as rec:
     ...     out = model.generate(**inputs, max_new_tokens=32, do_sample=False)
@@ -28,6 +33,10 @@ Example:
 
 from __future__ import annotations
 
+import operator
+import re
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +48,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from somprobe.capture.trace import QueryRecord, Trace
-from somprobe.errors import CaptureError
+from somprobe.errors import CaptureError, InputError
 from somprobe.models.adapters import adapter_for
 
 ATTENTION_NAME = "somprobe_recorder"
@@ -66,10 +75,62 @@ AttentionInterface.register(ATTENTION_NAME, _recording_attention)
 AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
 
 
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+_WORD_START = ("▁", "Ġ")  # SentencePiece's and byte-level BPE's space markers
+
+
+def _token_text(tokenizer: Any, token: str) -> str:
+    """The text ``token`` decodes to: the tokenizer's own decoder where it has one, else
+    the SentencePiece / byte-level rules (``<0x0A>`` is a newline, ``▁``/``Ġ`` a space)."""
+    convert = getattr(tokenizer, "convert_tokens_to_string", None)
+    if callable(convert):
+        try:
+            return str(convert([token]))
+        except (KeyError, ValueError, TypeError, IndexError):
+            pass  # a token the decoder cannot handle alone: read it by the rules below
+    byte = _BYTE_TOKEN.fullmatch(token)
+    if byte is not None:
+        value = int(byte.group(1), 16)
+        return chr(value) if value < 0x80 else ""
+    if token.startswith(_WORD_START):
+        return " " + token[1:]
+    return token
+
+
+def is_digit_text(text: str) -> bool:
+    """True for one or more ASCII digits, optionally after one leading space (or ``▁``)."""
+    body = text[1:] if text[:1] in (" ", "▁") else text
+    return bool(body) and all("0" <= ch <= "9" for ch in body)
+
+
 def digit_token_filter(tokenizer: Any) -> Callable[[int], bool]:
-    """A predicate that is true for token ids whose text contains a digit."""
-    vocab = tokenizer.get_vocab()
-    digit_ids = frozenset(i for t, i in vocab.items() if any(ch.isdigit() for ch in t))
+    """A predicate that is true for token ids whose text is a number (tag digits).
+
+    A token passes when it *decodes* to ASCII digits, possibly after one leading space
+    or ``▁``: ``"7"``, ``"▁7"``, ``"12"`` (and a byte token ``<0x37>``) pass; byte tokens
+    such as ``<0x0A>`` (LLaMA's newline), ``"a1"``, ``"1."``, ``"²"`` do not. The ids are
+    on the predicate as ``.token_ids``.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer (or a processor: its ``.tokenizer`` is used);
+            anything with ``get_vocab()`` works.
+
+    Raises:
+        InputError: ``tokenizer`` has no vocabulary.
+    """
+    if not hasattr(tokenizer, "get_vocab") and hasattr(tokenizer, "tokenizer"):
+        tokenizer = tokenizer.tokenizer
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else None
+    if not isinstance(vocab, Mapping):
+        raise InputError(
+            f"digit_token_filter needs a tokenizer (something with get_vocab()), got "
+            f"{type(tokenizer).__name__}; pass processor.tokenizer"
+        )
+    digit_ids = frozenset(
+        int(i)
+        for t, i in vocab.items()
+        if any(ch.isdigit() for ch in t) and is_digit_text(_token_text(tokenizer, t))
+    )
 
     def is_digit(token_id: int) -> bool:
         return token_id in digit_ids
@@ -78,20 +139,104 @@ def digit_token_filter(tokenizer: Any) -> Callable[[int], bool]:
     return is_digit
 
 
+def _as_index(value: Any) -> int | None:
+    """``value`` as an int when it is one (Python, numpy or 0-d torch integer), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _normalise(indices: Iterable[int] | None, size: int, what: str) -> list[int]:
     if indices is None:
         return list(range(size))
+    if isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
+        raise CaptureError(
+            f"{what}s must be a list of {what} indices (or None for all), got "
+            f"{type(indices).__name__}"
+        )
+    given = list(indices)
+    if not given:
+        raise CaptureError(f"no {what}s to capture: give at least one {what} (or None for all)")
     out = []
-    for i in indices:
-        j = int(i) + size if int(i) < 0 else int(i)
+    for i in given:
+        index = _as_index(i)
+        if index is None:
+            raise CaptureError(f"{what}s must be integers, got {i!r} in {given!r}")
+        j = index + size if index < 0 else index
         if not 0 <= j < size:
             raise CaptureError(
                 f"{what} {i} does not exist: the model has {size} ({what}s 0..{size - 1})"
             )
         out.append(j)
     if len(set(out)) != len(out):
-        raise CaptureError(f"{what}s {list(indices)} repeat an index")
+        raise CaptureError(f"{what}s {given} repeat an index")
     return sorted(out)
+
+
+def _positions(values: Any, where: str) -> set[int]:
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise CaptureError(
+            f"{where} positions must be a list of token positions, got {type(values).__name__}"
+        )
+    out = set()
+    for value in values:
+        index = _as_index(value)
+        if index is None or index < 0:
+            raise CaptureError(
+                f"{where} positions must be integers ≥ 0 (indices into the padded input_ids), "
+                f"got {value!r}"
+            )
+        out.add(index)
+    return out
+
+
+def _query_positions(queries: Any) -> dict[int | None, set[int]]:
+    """Explicit query positions by batch item (None: every item); CaptureError if malformed."""
+    if isinstance(queries, Mapping):
+        out: dict[int | None, set[int]] = {}
+        for batch, values in queries.items():
+            b = _as_index(batch)
+            if b is None or b < 0:
+                raise CaptureError(
+                    f"query batch indices must be integers ≥ 0 (rows of input_ids), got {batch!r}"
+                )
+            out[b] = _positions(values, f"query (sequence {b})")
+        return out
+    if isinstance(queries, (bytes, bytearray)) or not isinstance(queries, Iterable):
+        raise CaptureError(
+            "queries must be 'generated', a list of positions, {batch: [positions]} or a "
+            f"predicate on token ids; got {type(queries).__name__}"
+        )
+    return {None: _positions(queries, "query")}
+
+
+# -- one recording per model at a time ----------------------------------------------------------
+
+_RECORDING: weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_RECORDING_LOCK = threading.Lock()
+
+_NESTED = (
+    "a Recorder (or capture) is already recording this model; captures cannot be nested. "
+    "Finish the outer `with Recorder(...)` block first, or capture everything in one "
+    "Recorder (its queries and layers can cover both)"
+)
+
+
+def _recording_on(module: torch.nn.Module) -> Any:
+    ref = _RECORDING.get(module)
+    return ref() if ref is not None else None
+
+
+def ensure_not_recording(model: torch.nn.Module) -> None:
+    """Raise :class:`CaptureError` when a Recorder or capture is active on ``model``."""
+    with _RECORDING_LOCK:
+        if _recording_on(adapter_for(model).language_model) is not None:
+            raise CaptureError(_NESTED)
 
 
 def _stack_on_host(tensors: list[Tensor]) -> Tensor:
@@ -146,6 +291,12 @@ class Recorder:
         attention: capture attention rows.
         hidden_states: capture the residual stream after each captured layer.
         include_prompt: with a predicate, also test prompt tokens (default: generated only).
+
+    Raises:
+        CaptureError: on creation, bad layers, heads, keys or query positions; on entry,
+            a Recorder used a second time or one nested in another recording of the model;
+            on exit, query positions the run never reached.
+        UnsupportedModelError: ``model`` is not a LLaVA model.
     """
 
     def __init__(
@@ -183,22 +334,19 @@ class Recorder:
             self._generated = True
         elif callable(queries):
             self._predicate = queries
-        elif isinstance(queries, Mapping):
-            self._positions = {int(b): {int(p) for p in ps} for b, ps in queries.items()}
         else:
-            self._positions = {None: {int(p) for p in queries}}
+            self._positions = _query_positions(queries)
         self.trace = Trace(layers=self.layers, heads=self.heads, key_mode=keys, backend="native")
         self._handles: list[Any] = []
         self._saved_impl: Any = None
         self._entered = False
+        self._claimed: torch.nn.Module | None = None
         self._reset_pass_state()
         self._seen_positions: dict[int, int] = {}
 
     # -- context management ------------------------------------------------------------------
     def __enter__(self) -> Recorder:
-        if self._entered:
-            raise CaptureError("a Recorder can be entered once; make a new one for each run")
-        self._entered = True
+        self._claim()
         config = self.adapter.text_config
         self._saved_impl = config._attn_implementation
         if self._saved_impl not in ("sdpa", ATTENTION_NAME, None):
@@ -229,6 +377,31 @@ class Recorder:
         if exc_type is None:
             self._finish()
 
+    def _claim(self) -> None:
+        """Mark the model as recorded by this object; refuse reuse and nesting.
+
+        Nothing on the model is touched before the claim succeeds, so a refused Recorder
+        leaves an outer one (and the model) exactly as they were.
+        """
+        if self._entered:
+            raise CaptureError(
+                "this Recorder was already used; a Recorder records one run: make a new one "
+                "for each run (a Recorder can be entered once)"
+            )
+        with _RECORDING_LOCK:
+            language_model = self.adapter.language_model
+            if _recording_on(language_model) is not None:
+                raise CaptureError(_NESTED)
+            _RECORDING[language_model] = weakref.ref(self)
+        self._claimed = language_model
+        self._entered = True
+
+    def _release(self) -> None:
+        with _RECORDING_LOCK:
+            if self._claimed is not None and _recording_on(self._claimed) is self:
+                del _RECORDING[self._claimed]
+            self._claimed = None
+
     def _restore(self) -> None:
         for handle in self._handles:
             handle.remove()
@@ -239,6 +412,7 @@ class Recorder:
                 del module._somprobe_recorder
         if self._saved_impl is not None:
             self.adapter.text_config._attn_implementation = self._saved_impl
+        self._release()
 
     # -- per forward pass ----------------------------------------------------------------------
     def _reset_pass_state(self) -> None:
@@ -434,6 +608,13 @@ class Recorder:
     # -- assembling the trace ------------------------------------------------------------------
     def _finish(self) -> None:
         if self._positions is not None:
+            absent = sorted(b for b in self._positions if b is not None)
+            absent = [b for b in absent if b not in self._seen_positions]
+            if absent and self._seen_positions:
+                raise CaptureError(
+                    f"query sequence {absent[0]} does not exist: the batch has "
+                    f"{len(self._seen_positions)} sequence(s) (0..{len(self._seen_positions) - 1})"
+                )
             missing = []
             for b_key, wanted in self._positions.items():
                 batches = [b_key] if b_key is not None else list(self._seen_positions)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import BatchFeature
@@ -38,10 +39,16 @@ class TeacherForced:
     logits: torch.Tensor | None = None
 
 
+def _as_list(value: Any, what: str) -> list[Any]:
+    if isinstance(value, (str, bytes, Image.Image, np.ndarray)) or not isinstance(value, Sequence):
+        raise InputError(f"{what} must be a list (one per example), got {type(value).__name__}")
+    return list(value)
+
+
 def teacher_force(
     model: Any,
     processor: Any,
-    images: Sequence[Image.Image],
+    images: Sequence[Image.Image | np.ndarray],
     questions: Sequence[str],
     answers: Sequence[str],
     *,
@@ -56,14 +63,32 @@ def teacher_force(
     """Run each (image, question, answer) in one forward pass and capture.
 
     Args:
+        images: PIL images or arrays (as :func:`somprobe.models.prepare_inputs` takes them).
+        questions, answers: one string of each per image.
         queries: ``"answer"`` captures every answer token; a predicate on token ids
             captures the answer tokens for which it is true (e.g. digits).
+
+    Raises:
+        InputError: lists of different lengths or none at all, a non-string question or
+            answer, an unknown ``queries``, images that are not images.
+        CaptureError: bad layers or heads, an answer whose first token cannot be found.
     """
+    images = _as_list(images, "images")
+    questions = _as_list(questions, "questions")
+    answers = _as_list(answers, "answers")
     if not (len(images) == len(questions) == len(answers)):
         raise InputError(
             f"got {len(images)} images, {len(questions)} questions and {len(answers)} answers; "
             "give one of each per example"
         )
+    if not images:
+        raise InputError("no examples: give at least one image, question and answer")
+    for what, texts in (("question", questions), ("answer", answers)):
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"{what} {i} is a {type(text).__name__}; give strings")
+    if not (callable(queries) or queries == "answer"):
+        raise InputError(f"queries must be 'answer' or a token-id predicate, got {queries!r}")
     full = [build_prompt(processor, q, answer=a) for q, a in zip(questions, answers, strict=True)]
     inputs = prepare_inputs(processor, images, full)
     prefixes = prepare_inputs(processor, images, [build_prompt(processor, q) for q in questions])
@@ -84,8 +109,6 @@ def teacher_force(
         wanted = range(start, end)
         if callable(queries):
             wanted = [p for p in wanted if queries(int(ids[b, p]))]  # type: ignore[assignment]
-        elif queries != "answer":
-            raise InputError(f"queries must be 'answer' or a token-id predicate, got {queries!r}")
         positions[b] = list(wanted)
     layout = ImageLayout.from_inputs(processor, inputs, images=list(images))
     model_inputs = to_model(model, inputs)

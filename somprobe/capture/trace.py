@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +28,24 @@ from typing import Any
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
-from somprobe.errors import CaptureError, DataFormatError
-from somprobe.io import atomic_path, atomic_write
+from somprobe.errors import CaptureError, DataFormatError, InputError
+from somprobe.io import atomic_path, atomic_write, check_writable, read_safetensors
 
 FORMAT_VERSION = 1
+_FIELDS = ("layers", "heads", "key_mode", "backend", "prompt_length", "records")
+
+
+def _index(value: Any, what: str) -> int:
+    """``value`` as an int, or an :class:`InputError` naming ``what``."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise InputError(f"{what} must be an integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,7 @@ class Trace:
         """
         if self.key_mode == "all":
             raise CaptureError("key_mode='all' has one column per position 0..query position")
+        batch = _index(batch, "batch")
         if batch not in self._keys:
             raise CaptureError(f"no sequence {batch} in this trace (batches: {sorted(self._keys)})")
         return self._keys[batch]
@@ -107,7 +120,7 @@ class Trace:
     def _get(
         self, store: dict[tuple[int, int], Tensor], what: str, batch: int, position: int
     ) -> Tensor:
-        key = (int(batch), int(position))
+        key = (_index(batch, "batch"), _index(position, "position"))
         if key not in store:
             captured = sorted(p for b, p in store if b == batch)
             hint = f"captured positions of sequence {batch}: {captured[:20]}" + (
@@ -172,9 +185,13 @@ class Trace:
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``path/trace.safetensors`` and ``path/trace.json`` (atomically)."""
+        """Write ``path/trace.safetensors`` and ``path/trace.json`` (atomically).
+
+        Raises:
+            WriteError: the folder cannot be created or written.
+        """
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+        check_writable(folder / "trace.json")
         tensors: dict[str, Tensor] = {}
         for (b, p), t in self._attention.items():
             tensors[f"attention.{b}.{p}"] = t.contiguous().cpu()
@@ -199,30 +216,133 @@ class Trace:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Trace:
+        """Read a trace written by :meth:`save`, checking that its two files fit together.
+
+        Raises:
+            InputError: ``path`` is not a folder holding ``trace.json`` and
+                ``trace.safetensors``.
+            DataFormatError: a file is truncated or corrupt, a field is missing or
+                malformed, or records and tensors do not match; the message names it.
+        """
         folder = Path(path)
+        meta_path, tensor_path = folder / "trace.json", folder / "trace.safetensors"
+        missing = [p.name for p in (meta_path, tensor_path) if not p.is_file()]
+        if missing:
+            raise InputError(
+                f"no trace at {folder}: {' and '.join(missing)} missing; a trace folder holds "
+                "trace.json and trace.safetensors, as Trace.save writes them"
+            )
         try:
-            meta = json.loads((folder / "trace.json").read_text())
-            tensors = load_file(str(folder / "trace.safetensors"))
-        except (OSError, ValueError) as err:
-            raise DataFormatError(f"cannot read a trace from {folder}: {err}") from err
-        if meta.get("format_version") != FORMAT_VERSION:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise DataFormatError(
-                f"{folder} holds trace format {meta.get('format_version')}, expected {FORMAT_VERSION}"
+                f"{meta_path} is not valid JSON (truncated or corrupt?): {err}"
+            ) from err
+        except OSError as err:
+            raise DataFormatError(f"cannot read {meta_path}: {err}") from err
+        return cls._from_files(meta, read_safetensors(tensor_path), meta_path)
+
+    @classmethod
+    def _from_files(cls, meta: Any, tensors: dict[str, Tensor], where: Path) -> Trace:
+        if not isinstance(meta, dict):
+            raise DataFormatError(f"{where} must hold a JSON object, got {type(meta).__name__}")
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise DataFormatError(
+                f"{where} holds trace format {version}, expected {FORMAT_VERSION}; "
+                "save it again with this version of somprobe"
+            )
+        for key in _FIELDS:
+            if key not in meta:
+                raise DataFormatError(f"{where} has no {key!r} field; the file was cut or edited")
+        for name in ("layers", "heads", "records"):
+            if not isinstance(meta[name], list):
+                raise DataFormatError(
+                    f"{where}: {name} must be a list, got {type(meta[name]).__name__}"
+                )
+        for i, r in enumerate(meta["records"]):
+            if not isinstance(r, list) or len(r) != 4:
+                raise DataFormatError(
+                    f"{where}: record {i} is {r!r}; expected [batch, position, token_id, step]"
+                )
+        try:
+            layers = [_index(v, "layer") for v in meta["layers"]]
+            heads = [_index(v, "head") for v in meta["heads"]]
+            records = [
+                QueryRecord(*(_index(v, "a record field") for v in r)) for r in meta["records"]
+            ]
+            prompt_length = meta["prompt_length"]
+            if prompt_length is not None:
+                prompt_length = _index(prompt_length, "prompt_length")
+        except InputError as err:
+            raise DataFormatError(f"{where}: {err}") from err
+        if meta["key_mode"] not in ("image", "all"):
+            raise DataFormatError(
+                f"{where}: key_mode must be 'image' or 'all', got {meta['key_mode']!r}"
             )
         trace = cls(
-            layers=list(meta["layers"]),
-            heads=list(meta["heads"]),
+            layers=layers,
+            heads=heads,
             key_mode=meta["key_mode"],
-            backend=meta["backend"],
-            prompt_length=meta["prompt_length"],
+            backend=str(meta["backend"]),
+            prompt_length=prompt_length,
+            records=records,
         )
+        trace._take_tensors(tensors, where.with_name("trace.safetensors"))
+        return trace
+
+    def _take_tensors(self, tensors: dict[str, Tensor], where: Path) -> None:
+        """File the tensors under their keys and check they match the records."""
+        shapes = {"attention": 3, "hidden": 2, "keys": 1}
         for name, tensor in tensors.items():
             kind, *index = name.split(".")
+            try:
+                numbers = [int(v) for v in index]
+            except ValueError:
+                numbers = []
+            if kind not in shapes or len(numbers) != (1 if kind == "keys" else 2):
+                raise DataFormatError(f"{where} holds an unknown tensor {name!r}")
+            if tensor.ndim != shapes[kind]:
+                raise DataFormatError(
+                    f"{where}: tensor {name!r} has shape {tuple(tensor.shape)}, expected "
+                    f"{shapes[kind]} dimensions"
+                )
             if kind == "keys":
-                trace._keys[int(index[0])] = tensor
-            elif kind == "attention":
-                trace._attention[(int(index[0]), int(index[1]))] = tensor
-            elif kind == "hidden":
-                trace._hidden[(int(index[0]), int(index[1]))] = tensor
-        trace.records = [QueryRecord(*map(int, r)) for r in meta["records"]]
-        return trace
+                self._keys[numbers[0]] = tensor
+                continue
+            wanted = (
+                (len(self.layers), len(self.heads)) if kind == "attention" else (len(self.layers),)
+            )
+            if tuple(tensor.shape[: len(wanted)]) != wanted:
+                raise DataFormatError(
+                    f"{where}: tensor {name!r} has shape {tuple(tensor.shape)} but the trace has "
+                    f"{len(self.layers)} layer(s) and {len(self.heads)} head(s)"
+                )
+            store = self._attention if kind == "attention" else self._hidden
+            store[(numbers[0], numbers[1])] = tensor
+        keys = [(r.batch, r.position) for r in self.records]
+        if len(set(keys)) != len(keys):
+            raise DataFormatError(f"{where.with_name('trace.json')} lists a query twice")
+        stores = [s for s in (self._attention, self._hidden) if s] or [{}]
+        absent = [k for k in keys if any(k not in s for s in stores)]
+        if absent:
+            raise DataFormatError(
+                f"{where}: record(s) at (batch, position) {absent[:5]} have no rows in "
+                "trace.safetensors; the files were cut or do not belong together"
+            )
+        recorded = set(keys)
+        for what, store in (("attention", self._attention), ("hidden", self._hidden)):
+            extra = sorted(set(store) - recorded)
+            if extra:
+                raise DataFormatError(
+                    f"{where}: {what} rows at (batch, position) {extra[:5]} have no record in "
+                    "trace.json; the two files do not belong together"
+                )
+        if self.key_mode == "image":
+            for b, p in self._attention:
+                columns = self._keys.get(b)
+                if columns is None or columns.numel() != self._attention[(b, p)].shape[-1]:
+                    raise DataFormatError(
+                        f"{where}: the attention row at (batch {b}, position {p}) does not match "
+                        f"the image-key columns of sequence {b}"
+                    )

@@ -24,9 +24,10 @@ from PIL import Image
 from somprobe.data.listing import Describer, listing_record
 from somprobe.data.llava_json import LlavaRecord, dumps_record
 from somprobe.data.runner import Journal, journal_path, pause_hook, shard_keys
-from somprobe.data.seeding import rng_for
+from somprobe.data.seeding import check_seed, rng_for
 from somprobe.data.tag_qa import COCO_CATEGORIES, QA_KINDS, QAKind, qa_record
 from somprobe.errors import InputError
+from somprobe.io import check_writable
 from somprobe.tagging.io import load_tagset
 from somprobe.tagging.types import TagSet
 
@@ -63,6 +64,10 @@ def load_describer(spec: str | None) -> Describer | None:
         fn = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
         raise InputError(f"describer {spec!r} cannot be loaded: {err}") from None
+    except Exception as err:  # the user's module failed while being imported
+        raise InputError(
+            f"describer {spec!r}: importing {module_name} failed with {type(err).__name__}: {err}"
+        ) from None
     if not callable(fn):
         raise InputError(f"describer {spec!r} is not callable")
     return fn  # type: ignore[no-any-return]
@@ -94,9 +99,14 @@ def build_records(
 
     A record of None means "nothing to write for this image" and is counted under
     ``skipped["no record"]``; images with empty TagSets are counted as ``"no tags"``.
+
+    Raises:
+        WriteError: ``out_path`` cannot be written (checked before anything is read).
+        InputError: no tagged folder, or a tagged image missing from ``images/``.
     """
     from tqdm import tqdm
 
+    check_writable(out_path)
     root = Path(tagged_dir)
     keys = shard_keys(tagged_keys(root), *shard)
     settings = {**settings, "shard": list(shard), "image_prefix": image_prefix}
@@ -114,8 +124,7 @@ def build_records(
             else:
                 image = None
                 if needs_image:
-                    with Image.open(root / "images" / f"{key}.png") as im:
-                        image = im.convert("RGB")
+                    image = _open_tagged(root / "images" / f"{key}.png")
                 record = make(key, image_path, tagset, image)
                 line = None if record is None else dumps_record(record)
                 journal.add(key, line, note=None if record is not None else "no record")
@@ -128,6 +137,23 @@ def build_records(
     return summary
 
 
+def _open_tagged(path: Path) -> Image.Image:
+    """A tagged image as RGB (for describers).
+
+    Raises:
+        InputError: missing or unreadable.
+    """
+    if not path.is_file():
+        raise InputError(f"tagged image {path} does not exist; rerun `somprobe data tag`")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except OSError as err:
+        raise InputError(
+            f"tagged image {path} cannot be read ({err}); rerun `somprobe data tag`"
+        ) from None
+
+
 def build_listing(
     tagged_dir: str | Path,
     out_path: str | Path,
@@ -138,7 +164,12 @@ def build_listing(
     image_prefix: str = "",
     progress: bool = True,
 ) -> BuildSummary:
-    """Listing records (one per tagged image, id ``som_listing_<key>``)."""
+    """Listing records (one per tagged image, id ``som_listing_<key>``).
+
+    Raises:
+        InputError: a negative seed, a describer that cannot be loaded.
+    """
+    check_seed(seed)
     describe = load_describer(describer)
 
     def make(key: str, image_path: str, tagset: TagSet, image: Image.Image | None) -> LlavaRecord:
@@ -167,7 +198,21 @@ def build_qa(
     image_prefix: str = "",
     progress: bool = True,
 ) -> BuildSummary:
-    """Tag-QA records (one multi-turn record per tagged image, id ``som_qa_<key>``)."""
+    """Tag-QA records (one multi-turn record per tagged image, id ``som_qa_<key>``).
+
+    Raises:
+        InputError: ``questions`` below 1, unknown kinds, a vocabulary that is not a list
+            of names (checked before anything is read or written).
+    """
+    check_seed(seed)
+    if isinstance(questions, bool) or not isinstance(questions, int) or questions < 1:
+        raise InputError(f"questions={questions!r}: ask at least one question per image")
+    kinds = list(kinds)
+    unknown = [k for k in kinds if k not in QA_KINDS]
+    if unknown or not kinds:
+        raise InputError(f"unknown QA kinds {unknown or kinds!r}; choose from {QA_KINDS}")
+    if isinstance(vocabulary, str) or not all(isinstance(v, str) for v in vocabulary):
+        raise InputError("vocabulary must be a list of category names (strings)")
     describe = load_describer(describer)
     vocab = list(vocabulary)
 

@@ -5,32 +5,40 @@ Example:
     $ somprobe data listing som/ listing.json --seed 0
     $ somprobe data qa som/ qa.json --seed 0 --questions 4
     $ somprobe data mix mixed.json --source llava=llava_v1_5_mix665k.json \\
-          --source listing=listing.json:10000 --source qa=qa.json:20000 --seed 0
+          --source listing=listing.json:10000 --source qa=qa.json:20000 \\
+          --image-prefix listing=som/ --image-prefix qa=som/ --seed 0
     $ somprobe data survey llava_v1_5_mix665k.json mixed.json
 
-Every command writes atomically; ``tag``, ``listing`` and ``qa`` skip finished images
-when run again and take ``--shard i/n`` (i from 0) to split the images among machines.
+Records of ``listing`` and ``qa`` name ``images/<key>.png``, relative to the tagged folder
+(``som/``); ``--image-prefix listing=som/`` makes them relative to the folder above it,
+LLaVA's image root, as the records of LLaVA's own file are.
+
+Every command checks that its outputs can be written before it starts, and writes
+atomically; ``tag``, ``listing`` and ``qa`` skip finished images when run again (after a
+kill too) and take ``--shard i/n`` (i from 0) to split the images among machines; ``mix``
+run again starts over and removes what a killed run left behind. Errors end in one line
+(``somprobe: error: ...``) and exit code 2.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
 import typer
 
-from somprobe.errors import InputError, SomprobeError
+from somprobe.cli import command_group, run
+from somprobe.errors import InputError
+from somprobe.io import check_writable
 
 if TYPE_CHECKING:
     from somprobe.data.build import BuildSummary
     from somprobe.data.mix import MixSource
 
-app = typer.Typer(
-    name="data",
-    help="Make SoM training data (tagged images, listing, tag-QA), mix and survey it.",
-    no_args_is_help=True,
-    add_completion=False,
+app = command_group(
+    "data", "Make SoM training data (tagged images, listing, tag-QA), mix and survey it."
 )
 
 
@@ -42,14 +50,10 @@ ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
 ImagePrefixOption = Annotated[str, typer.Option(help="Prepended to images/<key>.png in records.")]
 
 
-def _fail(err: SomprobeError) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
-    return typer.Exit(code=2)
-
-
 def _check_seed(seed: int) -> None:
-    if seed < 0:
-        raise InputError(f"--seed {seed}: use a non-negative integer")
+    from somprobe.data.seeding import check_seed
+
+    check_seed(seed, "--seed")
 
 
 @app.command()
@@ -65,7 +69,11 @@ def tag(
         str | None, typer.Option(help="No annotations: use superpixels ('felzenszwalb' or 'slic').")
     ] = None,
     short_side: Annotated[
-        int | None, typer.Option(help="Resize to this shorter side first (SoM-LLaVA: 640).")
+        int | None,
+        typer.Option(
+            help="Shrink images whose shorter side is longer to this shorter side first "
+            "(SoM-LLaVA: 640); smaller images are kept as they are, never enlarged."
+        ),
     ] = None,
     shard: ShardOption = None,
     limit: Annotated[
@@ -77,6 +85,8 @@ def tag(
     """Tag images with Set-of-Mark numbers: writes images/<key>.png and tagsets/<key>.json."""
     from somprobe.data.runner import parse_shard
     from somprobe.data.tagging import (
+        check_tag_arguments,
+        check_tag_output,
         coco_source,
         folder_items,
         mask_folder_source,
@@ -84,24 +94,25 @@ def tag(
         tag_images,
     )
 
-    try:
-        chosen = [x is not None for x in (coco, masks, superpixels)]
-        if sum(chosen) != 1:
-            raise InputError("give exactly one region source: --coco, --masks or --superpixels")
-        if coco is not None:
-            items, source = coco_source(coco, images)
-        else:
-            items = folder_items(images)
-            source = (
-                mask_folder_source(masks) if masks is not None
-                else superpixel_source(str(superpixels))
-            )  # fmt: skip
-        summary = tag_images(
-            items, source, out, shard=parse_shard(shard), short_side=short_side, limit=limit,
-            progress=progress, tag_options={"label_mode": label_mode},
+    check_tag_output(out)
+    chosen = [x is not None for x in (coco, masks, superpixels)]
+    if sum(chosen) != 1:
+        raise InputError("give exactly one region source: --coco, --masks or --superpixels")
+    options = {"label_mode": label_mode}
+    check_tag_arguments(short_side=short_side, limit=limit, tag_options=options)
+    parsed_shard = parse_shard(shard)
+    if coco is not None:
+        items, source = coco_source(coco, images)
+    else:
+        items = folder_items(images)
+        source = (
+            mask_folder_source(masks) if masks is not None
+            else superpixel_source(str(superpixels))
         )  # fmt: skip
-    except SomprobeError as err:
-        raise _fail(err) from None
+    summary = tag_images(
+        items, source, out, shard=parsed_shard, short_side=short_side, limit=limit,
+        progress=progress, tag_options=options,
+    )  # fmt: skip
     typer.echo(
         f"tagged {summary.tagged} images ({summary.tags} tags), {summary.already_done} already "
         f"done, {len(summary.without_tags)} without tags, of {summary.selected} in this shard"
@@ -132,14 +143,12 @@ def listing(
     from somprobe.data.build import build_listing
     from somprobe.data.runner import parse_shard
 
-    try:
-        _check_seed(seed)
-        summary = build_listing(
-            tagged, out, seed=seed, describer=describer, shard=parse_shard(shard),
-            image_prefix=image_prefix, progress=progress,
-        )  # fmt: skip
-    except SomprobeError as err:
-        raise _fail(err) from None
+    check_writable(out)
+    _check_seed(seed)
+    summary = build_listing(
+        tagged, out, seed=seed, describer=describer, shard=parse_shard(shard),
+        image_prefix=image_prefix, progress=progress,
+    )  # fmt: skip
     _echo_build("listing", out, summary)
 
 
@@ -170,24 +179,24 @@ def qa(
     from somprobe.data.runner import parse_shard
     from somprobe.data.tag_qa import COCO_CATEGORIES, QA_KINDS
 
-    try:
-        _check_seed(seed)
-        kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
-        bad = [k for k in kind_list if k not in QA_KINDS]
-        if bad or not kind_list:
-            raise InputError(f"--kinds: unknown {bad or kinds!r}; choose from {QA_KINDS}")
-        vocab: list[str] = list(COCO_CATEGORIES)
-        if vocabulary is not None:
-            if not vocabulary.is_file():
-                raise InputError(f"--vocabulary {vocabulary} does not exist")
-            vocab = [v.strip() for v in vocabulary.read_text().splitlines() if v.strip()]
-        summary = build_qa(
-            tagged, out, seed=seed, questions=questions, kinds=kind_list,  # type: ignore[arg-type]
-            vocabulary=vocab, describer=describer, shard=parse_shard(shard),
-            image_prefix=image_prefix, progress=progress,
-        )  # fmt: skip
-    except SomprobeError as err:
-        raise _fail(err) from None
+    check_writable(out)
+    _check_seed(seed)
+    kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
+    bad = [k for k in kind_list if k not in QA_KINDS]
+    if bad or not kind_list:
+        raise InputError(f"--kinds: unknown {bad or kinds!r}; choose from {QA_KINDS}")
+    vocab: list[str] = list(COCO_CATEGORIES)
+    if vocabulary is not None:
+        if not vocabulary.is_file():
+            raise InputError(f"--vocabulary {vocabulary} does not exist; give a text file")
+        vocab = [v.strip() for v in vocabulary.read_text().splitlines() if v.strip()]
+        if not vocab:
+            raise InputError(f"--vocabulary {vocabulary} is empty; give one category per line")
+    summary = build_qa(
+        tagged, out, seed=seed, questions=questions, kinds=kind_list,  # type: ignore[arg-type]
+        vocabulary=vocab, describer=describer, shard=parse_shard(shard),
+        image_prefix=image_prefix, progress=progress,
+    )  # fmt: skip
     _echo_build("tag-QA", out, summary)
 
 
@@ -199,7 +208,7 @@ def _parse_source(spec: str, prefixes: dict[str, str]) -> MixSource:
         raise InputError(f"--source {spec!r}: write it as NAME=PATH or NAME=PATH:SIZE")
     path, size = rest, None
     head, colon, tail = rest.rpartition(":")
-    if colon and tail.isdigit():
+    if colon and head and re.fullmatch(r"[+-]?\d+", tail.strip()):
         path, size = head, int(tail)
     return MixSource(name, Path(path), size, prefixes.pop(name, ""))
 
@@ -225,20 +234,20 @@ def mix(
     from somprobe.data.mix import mix_files
     from somprobe.io import atomic_write
 
-    try:
-        _check_seed(seed)
-        prefixes = {}
-        for p in image_prefix or []:
-            name, eq, prefix = p.partition("=")
-            if not eq:
-                raise InputError(f"--image-prefix {p!r}: write it as NAME=PREFIX")
-            prefixes[name] = prefix
-        sources = [_parse_source(s, prefixes) for s in source]
-        if prefixes:
-            raise InputError(f"--image-prefix names unknown sources {sorted(prefixes)}")
-        table = mix_files(sources, out, seed=seed, shuffle=shuffle, progress=progress)
-    except SomprobeError as err:
-        raise _fail(err) from None
+    check_writable(out)
+    if report is not None:
+        check_writable(report)
+    _check_seed(seed)
+    prefixes = {}
+    for p in image_prefix or []:
+        name, eq, prefix = p.partition("=")
+        if not eq or not name:
+            raise InputError(f"--image-prefix {p!r}: write it as NAME=PREFIX")
+        prefixes[name] = prefix
+    sources = [_parse_source(s, prefixes) for s in source]
+    if prefixes:
+        raise InputError(f"--image-prefix names unknown sources {sorted(prefixes)}")
+    table = mix_files(sources, out, seed=seed, shuffle=shuffle, progress=progress)
     if report is not None:
         with atomic_write(report) as fh:
             table.to_csv(fh, index=False)
@@ -255,16 +264,16 @@ def survey(
     csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV.")] = None,
 ) -> None:
     """Share of listing-style answers (numbered item lists) per file."""
-    from somprobe.data.survey import survey_file
+    from somprobe.data.survey import check_thresholds, survey_file
     from somprobe.io import atomic_write
 
-    try:
-        table = pd.concat(
-            [survey_file(f, min_items=min_items, max_item_words=max_item_words) for f in files],
-            ignore_index=True,
-        )
-    except SomprobeError as err:
-        raise _fail(err) from None
+    if csv is not None:
+        check_writable(csv)
+    check_thresholds(min_items, max_item_words)
+    table = pd.concat(
+        [survey_file(f, min_items=min_items, max_item_words=max_item_words) for f in files],
+        ignore_index=True,
+    )
     if csv is not None:
         with atomic_write(csv) as fh:
             table.to_csv(fh, index=False)
@@ -281,20 +290,22 @@ def validate(
     """Check a LLaVA file: format, <image> placement, unique ids, image files."""
     from somprobe.data.llava_json import validate_file
 
-    try:
-        s = validate_file(file, image_root=image_root)
-    except SomprobeError as err:
-        raise _fail(err) from None
+    s = validate_file(file, image_root=image_root)
     typer.echo(f"{file}: {s.records} valid records ({s.with_image} with images, {s.turns} turns)")
-
-
-if __name__ == "__main__":
-    app()
-
-__all__ = ["app"]
 
 
 # `somprobe data toy OUT`: the toy world's dataset writer, defined with the toy world.
 from somprobe.data.toyworld.__main__ import toy as _toy  # noqa: E402
 
 app.command("toy")(_toy)
+
+
+def main() -> None:
+    """``python -m somprobe.data.cli ...``: as ``somprobe data ...``."""
+    run(app)
+
+
+__all__ = ["app", "main"]
+
+if __name__ == "__main__":
+    main()

@@ -46,9 +46,35 @@ def label_describer(tag: Tag, image: Image.Image | None = None) -> str:
     if not tag.category or not tag.category.strip():
         raise InputError(
             f"tag {tag.id} has no category, so the default describer has no phrase for it; "
-            "give the regions categories or pass a describer"
+            "give the regions categories, or pass describer=region_describer (from "
+            "somprobe.data.listing: the neutral word 'region' for a tag without a category; "
+            "`somprobe data listing --describer somprobe.data.listing:region_describer`, "
+            "`experiments/attn_alignment.py --describe region`) or a describer of your own"
         )
     return " ".join(tag.category.split())
+
+
+#: The phrase :func:`region_describer` writes for a tag without a category.
+NEUTRAL_PHRASE = "region"
+
+
+def region_describer(tag: Tag, image: Image.Image | None = None) -> str:
+    """The region's category when it has one, else the neutral word ``"region"``.
+
+    For regions that carry no name (superpixels, SAM masks): the listing then reads
+    "1. region\\n2. region ...", which names no object, so the tag numbers are the only
+    content a model is teacher-forced through. Scores of such listings measure where
+    the tag tokens look, not whether the model knows what the region is.
+
+    Example:
+        >>> import numpy as np
+        >>> m = np.ones((2, 2), bool)
+        >>> region_describer(Tag(1, "1", m, m, (0.5, 0.5), (0, 0, 1, 1)))
+        'region'
+    """
+    if tag.category and tag.category.strip():
+        return label_describer(tag, image)
+    return NEUTRAL_PHRASE
 
 
 def listing_lines(
@@ -166,5 +192,6 @@ __all__ = [
     "listing_answer",
     "listing_lines",
     "listing_record",
+    "region_describer",
     "sample_instruction",
 ]

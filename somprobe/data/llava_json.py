@@ -102,7 +102,18 @@ def make_record(record_id: str, image: str | None, turns: Iterable[tuple[str, st
         '<image>\\nWhat is tagged 1?'
     """
     conversations: list[Turn] = []
-    for i, (question, answer) in enumerate(turns):
+    pairs = list(turns)
+    for pair in pairs:
+        if (
+            not isinstance(pair, tuple | list)
+            or len(pair) != 2
+            or not all(isinstance(x, str) for x in pair)
+        ):
+            raise InputError(
+                f"record {record_id!r}: each turn must be a (question, answer) pair of "
+                f"strings, got {pair!r}"
+            )
+    for i, (question, answer) in enumerate(pairs):
         q = f"{IMAGE_TOKEN}\n{question}" if i == 0 and image is not None else question
         conversations.append(Turn("human", q))
         conversations.append(Turn("gpt", answer))
@@ -207,10 +218,16 @@ def iter_json_objects(path: str | Path) -> Iterator[tuple[int, int, Any]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file; check the path")
-    if detect_format(path) == "jsonl":
-        yield from _iter_jsonl(path)
-    else:
-        yield from _iter_array(path)
+    try:
+        if detect_format(path) == "jsonl":
+            yield from _iter_jsonl(path)
+        else:
+            yield from _iter_array(path)
+    except UnicodeDecodeError as err:
+        raise DataFormatError(
+            f"{path}: is not UTF-8 text (byte {err.start} of a chunk: {err.reason}); LLaVA "
+            "files are UTF-8 JSON"
+        ) from None
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, int, Any]]:
@@ -350,8 +367,7 @@ def iter_records(path: str | Path, *, validate: bool = True) -> Iterator[LlavaRe
     """
     for index, line, obj in iter_json_objects(path):
         where = f"(#{index}, line {line} of {Path(path).name})"
-        malformed = not isinstance(obj, dict) or not isinstance(obj.get("conversations"), list)
-        if validate or malformed:
+        if validate or not _readable(obj):
             yield validate_record(obj, where=where)
         else:
             extra = {k: v for k, v in obj.items() if k not in ("id", "image", "conversations")}
@@ -361,6 +377,17 @@ def iter_records(path: str | Path, *, validate: bool = True) -> Iterator[LlavaRe
                 conversations=[Turn(t["from"], t["value"]) for t in obj["conversations"]],
                 extra=extra,
             )
+
+
+def _readable(obj: Any) -> bool:
+    """Whether ``obj`` can be read as a record without validation (else validate it, so
+    that the error names the record and the field)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("conversations"), list):
+        return False
+    return all(
+        isinstance(t, dict) and isinstance(t.get("from"), str) and isinstance(t.get("value"), str)
+        for t in obj["conversations"]
+    )
 
 
 def read_records(path: str | Path) -> list[LlavaRecord]:
@@ -453,8 +480,11 @@ def validate_file(
 
     Raises:
         DataFormatError: the first problem found, naming the record id and field.
+        InputError: the file does not exist, or ``image_root`` is not a folder.
     """
     root = Path(image_root) if image_root is not None else None
+    if root is not None and not root.is_dir():
+        raise InputError(f"image root {root} is not a folder; give the training image folder")
     seen: dict[str, int] = {}
     n = with_image = turns = 0
     for index, line, obj in iter_json_objects(path):

@@ -7,7 +7,10 @@ records go to temporary bucket files at random, and each bucket is shuffled in m
 and appended to the output (an exact uniform shuffle, as each record's bucket and its
 place within the bucket are both uniform). Held in memory: one bucket (at most about
 ``bucket_records`` records or ``bucket_bytes`` of text) plus the set of ids (to refuse
-duplicates).
+duplicates). The buckets live in a working folder ``.mix-<pid>-*`` beside the output and
+the output is written through :func:`somprobe.io.atomic_write`: a run killed part-way
+leaves no half-written output, and the next run into the same folder removes what the
+killed one left (both are stamped with its process id).
 
 Example:
     >>> report = mix_files(  # doctest: +SKIP
@@ -21,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -35,8 +37,12 @@ from somprobe.data.llava_json import (
     iter_json_objects,
     validate_record,
 )
+from somprobe.data.runner import pause_hook, pause_limit
+from somprobe.data.seeding import check_seed
 from somprobe.errors import DataFormatError, InputError
-from somprobe.io import atomic_write
+from somprobe.io import atomic_write, check_writable, work_dir
+
+WORK_PREFIX = ".mix-"
 
 
 @dataclass(frozen=True)
@@ -101,11 +107,17 @@ def mix_files(
     file.
 
     Raises:
-        InputError: no sources, duplicate source names, a size larger than the source.
+        InputError: no sources, duplicate source names, a size larger than the source,
+            a missing source file.
         DataFormatError: a malformed or invalid record, or an id used twice.
+        WriteError: ``out_path`` cannot be written (checked before any input is read).
     """
+    out_path = check_writable(out_path)
     if not sources:
         raise InputError("no sources to mix; give at least one file")
+    for src in sources:
+        if not isinstance(src, MixSource):
+            raise InputError(f"sources must be MixSource objects, got {type(src).__name__}")
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise InputError(f"source names must be unique, got {names}")
@@ -113,7 +125,19 @@ def mix_files(
         raise InputError(
             f"bucket_records={bucket_records} and bucket_bytes={bucket_bytes} must be ≥ 1"
         )
-    out_path = Path(out_path)
+    check_seed(seed)
+    for src in sources:
+        if not isinstance(src.image_prefix, str):
+            raise InputError(
+                f"source {src.name!r}: image_prefix must be a string, got {src.image_prefix!r}"
+            )
+        size = src.size
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 0
+        ):
+            raise InputError(
+                f"source {src.name!r}: size {size!r} must be a whole number ≥ 0, or None for all"
+            )
     rng = np.random.default_rng(seed)
     rows: list[dict[str, object]] = []
     takes: list[np.ndarray] = []
@@ -140,48 +164,56 @@ def mix_files(
     total = int(sum(int(t.sum()) for t in takes))
     seen: dict[str, str] = {}
     bar = _bar(total, progress)
-    with atomic_write(out_path) as out:
-        out.write("[")
-        first = True
+    pause = pause_limit()  # test hook: stop after this many records written
+    try:
+        with atomic_write(out_path) as out:
+            out.write("[")
+            first = True
+            written = 0
 
-        def emit(line: str) -> None:
-            nonlocal first
-            out.write(("\n" if first else ",\n") + line)
-            first = False
+            def emit(line: str) -> None:
+                nonlocal first, written
+                out.write(("\n" if first else ",\n") + line)
+                first = False
+                written += 1
+                if pause is not None:
+                    out.flush()
+                    pause_hook(written)
 
-        if not shuffle:
-            for src, take in zip(sources, takes, strict=True):
-                for line in _selected_lines(src, take, seen):
-                    emit(line)
-                    bar.update(1)
-        else:
-            n_buckets = max(
-                1, math.ceil(total / bucket_records), math.ceil(est_bytes / bucket_bytes)
-            )
-            with tempfile.TemporaryDirectory(prefix=".mix-", dir=out_path.parent) as tmp:
-                with ExitStack() as stack:
-                    buckets = [
-                        stack.enter_context(
-                            open(Path(tmp) / f"{b}.jsonl", "w", encoding="utf-8", newline="")
-                        )
-                        for b in range(n_buckets)
-                    ]
-                    for src, take in zip(sources, takes, strict=True):
-                        dest = rng.integers(n_buckets, size=int(take.sum()))
-                        for k, line in enumerate(_selected_lines(src, take, seen)):
-                            buckets[dest[k]].write(line + "\n")
-                seen.clear()
-                for b in range(n_buckets):
-                    # binary readlines splits on b"\n" only (JSON escapes newlines, but
-                    # not U+2028, which str.splitlines would split on)
-                    with open(Path(tmp) / f"{b}.jsonl", "rb") as fh:
-                        lines = fh.readlines()
-                    for i in rng.permutation(len(lines)):
-                        emit(lines[i].decode("utf-8").rstrip("\n"))
-                    bar.update(len(lines))
-                    del lines
-        out.write("]\n" if first else "\n]\n")
-    bar.close()
+            if not shuffle:
+                for src, take in zip(sources, takes, strict=True):
+                    for line in _selected_lines(src, take, seen):
+                        emit(line)
+                        bar.update(1)
+            else:
+                n_buckets = max(
+                    1, math.ceil(total / bucket_records), math.ceil(est_bytes / bucket_bytes)
+                )
+                with work_dir(out_path.parent, WORK_PREFIX) as tmp:
+                    with ExitStack() as stack:
+                        buckets = [
+                            stack.enter_context(
+                                open(tmp / f"{b}.jsonl", "w", encoding="utf-8", newline="")
+                            )
+                            for b in range(n_buckets)
+                        ]
+                        for src, take in zip(sources, takes, strict=True):
+                            dest = rng.integers(n_buckets, size=int(take.sum()))
+                            for k, line in enumerate(_selected_lines(src, take, seen)):
+                                buckets[dest[k]].write(line + "\n")
+                    seen.clear()
+                    for b in range(n_buckets):
+                        # binary readlines splits on b"\n" only (JSON escapes newlines, but
+                        # not U+2028, which str.splitlines would split on)
+                        with open(tmp / f"{b}.jsonl", "rb") as fh:
+                            lines = fh.readlines()
+                        for i in rng.permutation(len(lines)):
+                            emit(lines[i].decode("utf-8").rstrip("\n"))
+                        bar.update(len(lines))
+                        del lines
+            out.write("]\n" if first else "\n]\n")
+    finally:
+        bar.close()  # before any error line, so that it starts a fresh line
     report = pd.DataFrame(rows)
     report["share"] = report["taken"] / total if total else 0.0
     return report
@@ -203,4 +235,4 @@ def _bar(total: int, enabled: bool) -> _NoBar:
     return tqdm(total=total, desc="mix", unit="rec")  # type: ignore[return-value]
 
 
-__all__ = ["MixSource", "mix_files"]
+__all__ = ["WORK_PREFIX", "MixSource", "mix_files"]

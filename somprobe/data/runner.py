@@ -9,7 +9,8 @@ one line per finished image, appended and flushed as each image is done. A run t
 killed leaves the journal (never a half-written output); run the same command again and
 the finished images are skipped. A torn last line (killed mid-write) is cut off. At the
 end the output is written atomically in key order and the journal is removed. The first
-journal line records the run's settings; resuming with other settings is refused.
+journal line records the run's settings; resuming with other settings is refused once an
+image is finished (a journal with no finished image is simply started afresh).
 
 Example:
     >>> parse_shard("1/4")
@@ -58,11 +59,18 @@ def shard_keys(keys: Sequence[str], index: int, count: int) -> list[str]:
     return list(keys[index::count])
 
 
-def pause_hook(done_in_this_run: int) -> None:
-    """Stop here forever once ``SOMPROBE_DATA_PAUSE_AFTER`` images are done (tests only)."""
+def pause_limit() -> int | None:
+    """The value of ``SOMPROBE_DATA_PAUSE_AFTER`` (None when unset; tests only)."""
     limit = os.environ.get(PAUSE_ENV)
-    if limit is not None and done_in_this_run >= int(limit):
-        print(f"paused after {done_in_this_run} images", file=sys.stderr, flush=True)
+    return None if limit is None else int(limit)
+
+
+def pause_hook(done_in_this_run: int) -> None:
+    """Stop here forever once ``SOMPROBE_DATA_PAUSE_AFTER`` items (images, or records
+    of a mix) are done in this run (tests only: a test kills the paused process)."""
+    limit = pause_limit()
+    if limit is not None and done_in_this_run >= limit:
+        print(f"paused after {done_in_this_run} items", file=sys.stderr, flush=True)
         while True:
             time.sleep(60)
 
@@ -107,8 +115,16 @@ class Journal:
                     raise DataFormatError(
                         f"{self.path}: line {lineno} is damaged; delete the journal to start over"
                     ) from None
+                if not _journal_line(obj, first=lineno == 1):
+                    raise DataFormatError(
+                        f"{self.path}: line {lineno} is not a journal entry of somprobe data; "
+                        "delete the file to start over"
+                    )
                 if lineno == 1:
                     if obj.get("settings") != json.loads(json.dumps(self.settings)):
+                        if b"\n" not in fh.read():
+                            good_end = 0  # nothing finished yet: start afresh
+                            break
                         raise InputError(
                             f"{self.path} is from a run with settings {obj.get('settings')}, "
                             f"not {self.settings}; rerun with the same options, or delete it "
@@ -178,10 +194,27 @@ class Journal:
             self._fh.close()
 
 
+def _journal_line(obj: Any, *, first: bool) -> bool:
+    """Whether ``obj`` has the form of a journal's first line (settings) or of an entry."""
+    if not isinstance(obj, dict):
+        return False
+    if first:
+        return "settings" in obj
+    return isinstance(obj.get("key"), str) and isinstance(obj.get("line"), str | None)
+
+
 def journal_path(out_path: str | Path) -> Path:
     """Where the journal of a run writing ``out_path`` lives."""
     out = Path(out_path)
     return out.with_name(out.name + ".partial.jsonl")
 
 
-__all__ = ["PAUSE_ENV", "Journal", "journal_path", "parse_shard", "pause_hook", "shard_keys"]
+__all__ = [
+    "PAUSE_ENV",
+    "Journal",
+    "journal_path",
+    "parse_shard",
+    "pause_hook",
+    "pause_limit",
+    "shard_keys",
+]

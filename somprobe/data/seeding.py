@@ -17,6 +17,19 @@ import hashlib
 
 import numpy as np
 
+from somprobe.errors import InputError
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """``seed`` as an int when it is a whole number ≥ 0.
+
+    Raises:
+        InputError: anything else (numpy refuses negative seeds).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise InputError(f"{name}={seed!r}: give a whole number ≥ 0")
+    return int(seed)
+
 
 def key_entropy(key: str) -> int:
     """A stable 64-bit integer from a string (unlike ``hash``, the same in every process)."""
@@ -24,8 +37,12 @@ def key_entropy(key: str) -> int:
 
 
 def rng_for(seed: int, key: str) -> np.random.Generator:
-    """A generator that depends only on ``seed`` and ``key``."""
-    return np.random.default_rng([int(seed), key_entropy(key)])
+    """A generator that depends only on ``seed`` and ``key``.
+
+    Raises:
+        InputError: ``seed`` is not a whole number ≥ 0.
+    """
+    return np.random.default_rng([check_seed(seed), key_entropy(key)])
 
 
-__all__ = ["key_entropy", "rng_for"]
+__all__ = ["check_seed", "key_entropy", "rng_for"]

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from somprobe.data.llava_json import LlavaRecord, iter_records
+from somprobe.errors import InputError
 
 Style = Literal["item_listing", "numbered_other", "none"]
 STYLES: tuple[Style, ...] = ("item_listing", "numbered_other", "none")
@@ -70,8 +71,29 @@ def _words(item: str) -> int:
     return len(_MARKUP.sub("", item).split())
 
 
+def check_thresholds(min_items: int, max_item_words: int) -> None:
+    """Both thresholds must be at least 1 (a list has an item, an item has a word).
+
+    Raises:
+        InputError: naming the bad value.
+    """
+    for name, value in (("min_items", min_items), ("max_item_words", max_item_words)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise InputError(
+                f"{name}={value!r}: give a whole number ≥ 1 (defaults: min_items=2, "
+                "max_item_words=8)"
+            )
+
+
 def classify_answer(text: str, *, min_items: int = 2, max_item_words: int = 8) -> Style:
-    """The listing style of one answer (see the module docs for the rules)."""
+    """The listing style of one answer (see the module docs for the rules).
+
+    Raises:
+        InputError: a threshold below 1 (:func:`check_thresholds`).
+    """
+    check_thresholds(min_items, max_item_words)
+    if not isinstance(text, str):
+        raise InputError(f"an answer must be a string, got {type(text).__name__}")
     items = numbered_items(text)
     if len(items) < min_items:
         return "none"
@@ -99,7 +121,11 @@ def survey_records(
         One row per ``(dataset, unit, style)`` with ``unit`` in {"record", "turn"} (turn
         = gpt turn) and columns ``count``, ``total``, ``share``; every style appears,
         with count 0 if unseen.
+
+    Raises:
+        InputError: a threshold below 1 (:func:`check_thresholds`).
     """
+    check_thresholds(min_items, max_item_words)
     counts = {("record", s): 0 for s in STYLES} | {("turn", s): 0 for s in STYLES}
     n_records = n_turns = 0
     for rec in records:
@@ -144,6 +170,7 @@ def survey_file(
 __all__ = [
     "STYLES",
     "Style",
+    "check_thresholds",
     "classify_answer",
     "is_listing_style",
     "numbered_items",

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from PIL import Image
 
 from somprobe.data.runner import pause_hook, shard_keys
 from somprobe.errors import DataFormatError, InputError
-from somprobe.io import atomic_write
+from somprobe.io import atomic_write, check_writable
 from somprobe.tagging.io import save_tagset
 from somprobe.tagging.regions.base import Region, resize_regions
 from somprobe.tagging.tag import tag_regions
@@ -110,6 +111,7 @@ def mask_folder_source(mask_dir: str | Path) -> RegionSource:
 
     Raises:
         InputError: no mask file for an image, or a mask of the wrong size.
+        DataFormatError: a mask or category file that cannot be read.
     """
     from somprobe.tagging.regions.arrays import from_label_image, from_masks
 
@@ -129,10 +131,22 @@ def mask_folder_source(mask_dir: str | Path) -> RegionSource:
                 ) from None
         png, npy = root / f"{item.key}.png", root / f"{item.key}.npy"
         if png.is_file():
-            regions = from_label_image(np.asarray(Image.open(png)), categories=cats or None)
+            try:
+                with Image.open(png) as im:
+                    labels = np.asarray(im)
+            except OSError as err:
+                raise DataFormatError(f"mask {png} cannot be read as an image ({err})") from None
+            regions = from_label_image(labels, categories=cats or None)
         elif npy.is_file():
-            stack = np.load(npy)
-            regions = from_masks(stack, categories=[cats.get(i) for i in range(len(stack))])
+            try:
+                stack = np.load(npy, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as err:
+                raise DataFormatError(
+                    f"mask {npy} is not a numpy array file ({err}); save an (N, H, W) boolean "
+                    "stack with numpy.save"
+                ) from None
+            count = len(stack) if stack.ndim == 3 else 0
+            regions = from_masks(stack, categories=[cats.get(i) for i in range(count)])
         else:
             raise InputError(f"no mask file for image {item.path}: expected {png} or {npy}")
         for r in regions[:1]:
@@ -146,9 +160,19 @@ def mask_folder_source(mask_dir: str | Path) -> RegionSource:
     return source
 
 
+SUPERPIXEL_METHODS = ("felzenszwalb", "slic")
+
+
 def superpixel_source(method: str = "felzenszwalb") -> RegionSource:
-    """Weight-free regions: superpixels of each image (no categories)."""
+    """Weight-free regions: superpixels of each image (no categories).
+
+    Raises:
+        InputError: an unknown method.
+    """
     from somprobe.tagging.regions.superpixels import from_superpixels
+
+    if method not in SUPERPIXEL_METHODS:
+        raise InputError(f"superpixel method {method!r}: choose one of {SUPERPIXEL_METHODS}")
 
     def source(item: ImageItem, image: Image.Image) -> list[Region]:
         return from_superpixels(image, method)  # type: ignore[arg-type]
@@ -156,11 +180,67 @@ def superpixel_source(method: str = "felzenszwalb") -> RegionSource:
     return source
 
 
-def _resize(image: Image.Image, short_side: int) -> Image.Image:
+def shrink_to_short_side(image: Image.Image, short_side: int) -> Image.Image:
+    """``image`` shrunk (bicubic) so that its shorter side is ``short_side``; an image
+    whose shorter side is already ``short_side`` or less is returned as it is (never
+    enlarged, as SoM-LLaVA's preprocessing).
+
+    Example:
+        >>> shrink_to_short_side(Image.new("RGB", (1280, 960)), 640).size
+        (853, 640)
+        >>> shrink_to_short_side(Image.new("RGB", (600, 400)), 640).size
+        (600, 400)
+    """
     w, h = image.size
+    if min(w, h) <= short_side:
+        return image
     scale = short_side / min(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return image if size == (w, h) else image.resize(size, Image.Resampling.BICUBIC)
+
+
+def check_tag_output(out_dir: str | Path) -> Path:
+    """Fail now, before any image is read, when ``out_dir/images`` or ``out_dir/tagsets``
+    cannot be written (creates them).
+
+    Raises:
+        WriteError: naming the folder and the reason.
+    """
+    out = Path(out_dir)
+    for sub in ("images", "tagsets"):
+        check_writable(out / sub / ".write-check")
+    return out
+
+
+_TAG_OPTIONS = frozenset(inspect.signature(tag_regions).parameters) - {"image", "regions"}
+
+
+def check_tag_arguments(
+    *,
+    short_side: int | None = None,
+    limit: int | None = None,
+    tag_options: dict[str, Any] | None = None,
+) -> None:
+    """Check :func:`tag_images`' settings before any image is read.
+
+    Raises:
+        InputError: ``short_side`` or ``limit`` below 1, an unknown option of
+            :func:`somprobe.tagging.tag_regions`, or an unknown label mode.
+    """
+    if short_side is not None and short_side < 1:
+        raise InputError(
+            f"--short-side {short_side}: give the shorter side in pixels, ≥ 1 (SoM-LLaVA: 640)"
+        )
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit {limit}: give a positive number of images, or no limit")
+    options = dict(tag_options or {})
+    unknown = sorted(set(options) - _TAG_OPTIONS)
+    if unknown:
+        raise InputError(
+            f"unknown tagging option(s) {unknown}; tag_regions takes {sorted(_TAG_OPTIONS)}"
+        )
+    if options.get("label_mode", "number") not in ("number", "letter"):
+        raise InputError(f"--label-mode {options['label_mode']!r}: choose 'number' or 'letter'")
 
 
 @dataclass
@@ -192,18 +272,22 @@ def tag_images(
         source: gives each image's regions (in the original image's pixels).
         out_dir: where ``images/`` and ``tagsets/`` go.
         shard: ``(i, n)``: this run handles items ``i, i+n, …`` (0-based).
-        short_side: resize images (and masks, nearest) to this shorter side first
-            (SoM-LLaVA used 640); None keeps the size.
+        short_side: shrink images (and masks, nearest) whose shorter side is longer
+            than this to this shorter side first (SoM-LLaVA used 640); smaller images
+            are kept as they are, never enlarged. None keeps every size.
         limit: stop after this many items of the shard (None: all).
         progress: show a tqdm bar.
         tag_options: keyword arguments for :func:`somprobe.tagging.tag_regions`.
 
     Raises:
-        InputError: a missing or unreadable image, named.
+        InputError: a missing or unreadable image, named; bad settings
+            (:func:`check_tag_arguments`).
+        WriteError: ``out_dir`` cannot be written (checked before any image is read).
     """
     from tqdm import tqdm
 
-    out = Path(out_dir)
+    check_tag_arguments(short_side=short_side, limit=limit, tag_options=tag_options)
+    out = check_tag_output(out_dir)
     by_key = {i.key: i for i in items}
     keys = shard_keys([i.key for i in items], *shard)[:limit]
     summary = TagRunSummary(selected=len(keys))
@@ -222,8 +306,8 @@ def tag_images(
         except OSError as err:
             raise InputError(f"image {item.path} cannot be read: {err}") from None
         regions = source(item, image)
-        if short_side is not None:
-            image = _resize(image, short_side)
+        if short_side is not None and min(image.size) > short_side:
+            image = shrink_to_short_side(image, short_side)
             regions = resize_regions(regions, image.size)
         tagged = tag_regions(image, regions, **(tag_options or {}))
         image_path = out / "images" / f"{key}.png"
@@ -245,9 +329,12 @@ __all__ = [
     "ImageItem",
     "RegionSource",
     "TagRunSummary",
+    "check_tag_arguments",
+    "check_tag_output",
     "coco_source",
     "folder_items",
     "mask_folder_source",
+    "shrink_to_short_side",
     "superpixel_source",
     "tag_images",
 ]

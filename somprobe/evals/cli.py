@@ -11,18 +11,16 @@ from typing import Annotated
 
 import typer
 
-from somprobe.errors import InputError, SomprobeError
+from somprobe.cli import command_group
+from somprobe.cli import run as run_app
+from somprobe.errors import InputError
+from somprobe.io import check_writable
 
-app = typer.Typer(
-    name="eval",
-    help="Evaluate a LLaVA model: tag listing, tag-QA, POPE-style existence.",
-    no_args_is_help=True,
-    add_completion=False,
-)
+app = command_group("eval", "Evaluate a LLaVA model: tag listing, tag-QA, POPE-style existence.")
 
 
 @app.callback()
-def main() -> None:
+def _group() -> None:
     """Evaluate a LLaVA model on an eval split (see ``somprobe eval run --help``)."""
 
 
@@ -49,24 +47,34 @@ def run(
     from somprobe.evals.runner import evaluate
     from somprobe.models.loading import load_model
 
-    try:
-        names = tuple(t.strip() for t in tasks.split(",") if t.strip())
-        if limit is not None and limit < 1:
-            raise InputError(f"--limit {limit}: give a positive number")
-        mdl, processor = load_model(model, dtype=dtype, device_map=device_map)
-        result = evaluate(
-            mdl, processor, split, tasks=names, limit=limit, batch_size=batch_size,
-            max_new_tokens=max_new_tokens, progress=progress,
-        )  # fmt: skip
-    except SomprobeError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from None
+    if out is not None:
+        check_writable(out / "summary.csv")
+    names = tuple(t.strip() for t in tasks.split(",") if t.strip())
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit {limit}: give a positive number")
+    if batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: give a positive number")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens {max_new_tokens}: give a positive number")
+    mdl, processor = load_model(model, dtype=dtype, device_map=device_map)
+    result = evaluate(
+        mdl, processor, split, tasks=names, limit=limit, batch_size=batch_size,
+        max_new_tokens=max_new_tokens, progress=progress,
+    )  # fmt: skip
     typer.echo(result.summary.to_string(index=False))
     if out is not None:
         from somprobe.io import atomic_write
 
-        out.mkdir(parents=True, exist_ok=True)
         for name, table in {"summary": result.summary, **result.items}.items():
             with atomic_write(out / f"{name}.csv") as fh:
                 table.to_csv(fh, index=False)
         typer.echo(f"wrote {out}")
+
+
+def main() -> None:
+    """``python -m somprobe.evals.cli ...``: as ``somprobe eval ...``."""
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -92,15 +92,26 @@ def phrase_matches(phrase: str, truth: str, mode: MatchMode = "contains") -> boo
     ``"exact"``: equal after :func:`normalize`. ``"contains"`` (default): the truth's
     normalised words appear as a contiguous run in the phrase ("small red circle" names
     "red circle"; "red" alone does not).
+
+    Raises:
+        InputError: a phrase that is not a string, a truth with no words, or an unknown
+            mode.
     """
+    _check_match(mode)
+    for what, text in (("phrase", phrase), ("truth phrase", truth)):
+        if not isinstance(text, str):
+            raise InputError(f"the {what} must be a string, got {type(text).__name__}")
     p, t = normalize(phrase), normalize(truth)
     if not t:
         raise InputError(f"the truth phrase {truth!r} has no words to match")
     if mode == "exact":
         return p == t
-    if mode == "contains":
-        return any(p[i : i + len(t)] == t for i in range(len(p) - len(t) + 1))
-    raise InputError(f"match must be 'exact' or 'contains', got {mode!r}")
+    return any(p[i : i + len(t)] == t for i in range(len(p) - len(t) + 1))
+
+
+def _check_match(mode: object) -> None:
+    if mode not in ("exact", "contains"):
+        raise InputError(f"match must be 'exact' or 'contains', got {mode!r}")
 
 
 def classify_items(
@@ -133,9 +144,38 @@ def score_listing(
     ``attributes`` (``{label: {"colour": "red", "shape": "circle"}}``) adds, per attribute,
     the number of first-time, in-range items whose phrase contains that attribute's word
     (``<name>_hits``) out of ``attr_items`` such items.
+
+    Raises:
+        InputError: no truth, a truth phrase that is not a string with words, items that
+            are not :class:`ListedItem` (parse them with :func:`parse_listing`), malformed
+            ``attributes`` or an unknown ``match``.
     """
+    _check_match(match)
     if not truth:
         raise InputError("the truth has no tags; a listing cannot be scored against nothing")
+    for label, phrase in truth.items():
+        if not isinstance(phrase, str):
+            raise InputError(
+                f"the truth phrase of tag {label!r} must be a string, got {type(phrase).__name__}"
+            )
+        if not normalize(phrase):
+            raise InputError(f"the truth phrase {phrase!r} of tag {label!r} has no words to match")
+    bad = [it for it in items if not isinstance(it, ListedItem)]
+    if bad:
+        raise InputError(
+            f"items must be ListedItem (from parse_listing), got {type(bad[0]).__name__}"
+        )
+    if attributes is not None and not (
+        isinstance(attributes, Mapping)
+        and all(
+            isinstance(a, Mapping) and all(isinstance(w, str) for w in a.values())
+            for a in attributes.values()
+        )
+    ):
+        raise InputError(
+            "attributes must map tag labels to {attribute: word} mappings, e.g. "
+            "{'1': {'colour': 'red'}}"
+        )
     statuses = classify_items(items, truth, match=match)
     counts = {s: statuses.count(s) for s in STATUSES}
     listed = len(items)
@@ -164,15 +204,23 @@ def score_listing(
 def summarize_listing(scores: pd.DataFrame) -> pd.DataFrame:
     """Pooled (micro) metrics over images: tidy rows ``metric``, ``value``, ``n``.
 
-    ``scores`` has one row per image with the columns of :func:`score_listing`.
+    ``scores`` has one row per image with the columns of :func:`score_listing`; no rows
+    give no metrics, and no listed items (or no tags) give NaN rates.
+
+    Raises:
+        InputError: ``scores`` lacks a column of :func:`score_listing`.
     """
-    if scores.empty:
+    if not isinstance(scores, pd.DataFrame) or scores.empty:
         return pd.DataFrame(columns=["metric", "value", "n"])
+    need = ["tags", "listed", "correct", "hallucinated", "repeated", "exact"]
+    missing = [c for c in need if c not in scores.columns]
+    if missing:
+        raise InputError(f"listing scores lack column(s) {missing}; pass score_listing rows")
     listed, tags = int(scores["listed"].sum()), int(scores["tags"].sum())
     correct = int(scores["correct"].sum())
     rows = [
         ("list_accuracy", correct / listed if listed else math.nan),
-        ("recall", correct / tags),
+        ("recall", correct / tags if tags else math.nan),
         ("hallucinated_rate", scores["hallucinated"].sum() / listed if listed else math.nan),
         ("repeated_rate", scores["repeated"].sum() / listed if listed else math.nan),
         ("exact_rate", float(scores["exact"].mean())),

@@ -33,7 +33,12 @@ def parse_yes_no(text: str) -> Answer | None:
     Example:
         >>> parse_yes_no("No, there is not."), parse_yes_no("Yes"), parse_yes_no("blue")
         ('no', 'yes', None)
+
+    Raises:
+        InputError: ``text`` is not a string.
     """
+    if not isinstance(text, str):
+        raise InputError(f"an answer must be a string, got {type(text).__name__}")
     m = _WORD.search(text)
     if m is None:
         return None
@@ -44,7 +49,8 @@ def pope_metrics(labels: Sequence[str], answers: Sequence[str]) -> dict[str, flo
     """Accuracy, precision, recall, F1, yes-ratio and unparsed rate (see module docstring).
 
     Raises:
-        InputError: lengths differ, no items, or a label other than "yes"/"no".
+        InputError: lengths differ, no items, a label other than "yes"/"no", or an answer
+            that is not a string.
     """
     if len(labels) != len(answers):
         raise InputError(f"{len(labels)} labels but {len(answers)} answers; give one per item")
@@ -76,8 +82,15 @@ def pope_metrics(labels: Sequence[str], answers: Sequence[str]) -> dict[str, flo
 def summarize_pope(items: pd.DataFrame) -> pd.DataFrame:
     """Tidy rows ``setting``, ``metric``, ``value``, ``n`` from a per-item table.
 
-    ``items`` needs columns ``setting``, ``label`` ("yes"/"no") and ``answer``.
+    ``items`` needs columns ``setting``, ``label`` ("yes"/"no") and ``answer``; no rows
+    give no metrics.
+
+    Raises:
+        InputError: a column is missing, or as :func:`pope_metrics`.
     """
+    missing = [c for c in ("setting", "label", "answer") if c not in items.columns]
+    if missing:
+        raise InputError(f"POPE items lack column(s) {missing}; need setting, label and answer")
     rows = []
     for setting, group in items.groupby("setting", sort=False):
         m = pope_metrics(list(group["label"]), list(group["answer"]))

@@ -69,12 +69,60 @@ class EvalResult:
     summary: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SUMMARY_COLUMNS))
 
 
+def _check_count(value: object, name: str, *, optional: bool = False) -> None:
+    """An integer option of at least 1 (``None`` allowed when ``optional``)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(
+            f"{name} must be an integer ≥ 1{' or None' if optional else ''}, got {value!r}"
+        )
+
+
+def _check_truth(truth: dict[str, Any], rec_id: Any, path: Path) -> None:
+    """The ground truth a task's scorer reads is there and of the right type."""
+    where = f"record id={rec_id!r} in {path}"
+    task = truth["task"]
+    if task not in TASKS:
+        raise DataFormatError(f"{where}: unknown eval task {task!r}; tasks are {TASKS}")
+    if task == "listing":
+        tags = truth.get("tags")
+        if (
+            not isinstance(tags, dict)
+            or not tags
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+        ):
+            raise DataFormatError(
+                f"{where}: a listing record needs 'tags', a non-empty object of tag label → "
+                f'phrase (e.g. {{"1": "red circle"}}), got {tags!r}'
+            )
+        attributes = truth.get("attributes")
+        if attributes is not None and not (
+            isinstance(attributes, dict) and all(isinstance(a, dict) for a in attributes.values())
+        ):
+            raise DataFormatError(
+                f"{where}: 'attributes' must map tag labels to objects of attribute words"
+            )
+    elif task == "pope":
+        if not isinstance(truth.get("setting"), str):
+            raise DataFormatError(f"{where}: a pope record needs a 'setting' (e.g. 'random')")
+        if truth.get("label") not in ("yes", "no"):
+            raise DataFormatError(
+                f"{where}: a pope record's 'label' must be 'yes' or 'no', got {truth.get('label')!r}"
+            )
+
+
 def load_eval_file(path: str | Path, *, limit: int | None = None) -> list[EvalItem]:
-    """The questions of one eval file (first ``limit`` records when given).
+    """The questions of one eval file (first ``limit`` records when given; an empty file
+    has none).
 
     Raises:
-        DataFormatError: a record has no ``"eval"`` ground truth or no image.
+        InputError: the file is missing, or ``limit`` is below 1.
+        DataFormatError: malformed JSON, a record without an image or an ``"eval"``
+            ground truth with a known ``task``, or without what its task is scored on
+            (listing: ``tags``; pope: ``setting`` and a yes/no ``label``).
     """
+    _check_count(limit, "limit", optional=True)
     path = Path(path)
     items: list[EvalItem] = []
     for rec in iter_records(path):
@@ -86,6 +134,7 @@ def load_eval_file(path: str | Path, *, limit: int | None = None) -> list[EvalIt
                 f"record id={rec.id!r} in {path}: an eval record needs an image and an 'eval' "
                 "object with a 'task'; write eval splits with somprobe.data.toyworld"
             )
+        _check_truth(truth, rec.id, path)
         question = rec.conversations[0].value.replace(IMAGE_TOKEN, "", 1).strip()
         reference = rec.conversations[1].value if len(rec.conversations) > 1 else ""
         items.append(EvalItem(str(rec.id), path.parent / rec.image, question, reference, truth))
@@ -106,16 +155,31 @@ def generate_answers(
     """Greedy answers, one per (image, question), batched with left padding.
 
     ``max_new_tokens`` may be one number or one per question (a batch uses its largest).
+    No questions give no answers (the model is not called).
+
+    Raises:
+        InputError: not one question per image, a budget or ``batch_size`` below 1, a
+            budget list of another length, or an image file that does not exist.
     """
     if len(images) != len(questions):
         raise InputError(f"{len(images)} images but {len(questions)} questions")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be ≥ 1, got {batch_size}")
-    budgets = (
-        [int(max_new_tokens)] * len(questions)
-        if isinstance(max_new_tokens, int)
-        else [int(b) for b in max_new_tokens]
-    )
+    _check_count(batch_size, "batch_size")
+    if isinstance(max_new_tokens, int):
+        budgets = [max_new_tokens] * len(questions)
+    else:
+        budgets = list(max_new_tokens)
+        if len(budgets) != len(questions):
+            raise InputError(
+                f"{len(budgets)} max_new_tokens budgets for {len(questions)} questions; give "
+                "one number or one per question"
+            )
+    for budget in budgets:
+        _check_count(budget, "max_new_tokens")
+    for image in images:
+        if not isinstance(image, Image.Image) and not Path(image).is_file():
+            raise InputError(f"image {image} does not exist")
+    if not questions:
+        return []
     from tqdm import tqdm
 
     tokenizer = processor.tokenizer
@@ -188,7 +252,29 @@ def _pope_table(items: list[EvalItem], answers: list[str]) -> pd.DataFrame:
 def score_task(
     task: str, items: list[EvalItem], answers: list[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score answers already generated: ``(item table, tidy summary rows)``."""
+    """Score answers already generated: ``(item table, tidy summary rows)``.
+
+    Raises:
+        InputError: an unknown task, no items, not one answer (a string) per item, or
+            items that are not :class:`EvalItem`.
+        DataFormatError: an item of another task (its ground truth says which).
+    """
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; choose from {TASKS}")
+    if not items:
+        raise InputError(f"no items to score for task {task!r}")
+    if len(answers) != len(items):
+        raise InputError(f"{len(answers)} answers for {len(items)} items; give one per item")
+    for item, answer in zip(items, answers, strict=True):
+        if not isinstance(item, EvalItem):
+            raise InputError(f"items must be EvalItem (load_eval_file), got {type(item).__name__}")
+        if item.truth.get("task") != task:
+            raise DataFormatError(
+                f"record id={item.id!r} is a {item.truth.get('task')!r} eval record; score it "
+                f"as task {item.truth.get('task')!r}, not {task!r}"
+            )
+        if not isinstance(answer, str):
+            raise InputError(f"answers must be strings, got {type(answer).__name__}")
     if task == "listing":
         table = _listing_table(items, answers)
         summary = summarize_listing(table).assign(task=task, setting="all")
@@ -233,12 +319,23 @@ def evaluate(
         max_new_tokens: one budget for every question (None: per-task defaults).
 
     Raises:
-        InputError: unknown task, or a task's file is missing from the folder.
+        InputError: unknown task, a task's file missing from the folder or without
+            records, or ``limit`` / ``batch_size`` / ``max_new_tokens`` below 1.
+        DataFormatError: a malformed eval file (see :func:`load_eval_file`), or records
+            of another task in a task's file.
     """
     root = Path(split_dir)
+    if isinstance(tasks, str):
+        raise InputError(
+            f"tasks must be a list of task names such as ('listing', 'pope'), got the "
+            f"string {tasks!r}"
+        )
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
-        raise InputError(f"unknown task(s) {unknown or tasks}; choose from {TASKS}")
+        raise InputError(f"unknown task(s) {unknown or list(tasks)}; choose from {TASKS}")
+    _check_count(limit, "limit", optional=True)
+    _check_count(batch_size, "batch_size")
+    _check_count(max_new_tokens, "max_new_tokens", optional=True)
     result = EvalResult()
     summaries = []
     for task in tasks:
@@ -247,7 +344,16 @@ def evaluate(
             path = root / name
             if not path.is_file():
                 raise InputError(f"{path} is missing: {root} is not an eval split with '{task}'")
-            items += load_eval_file(path, limit=limit)
+            found = load_eval_file(path, limit=limit)
+            if not found:
+                raise InputError(f"{path} has no records: there is nothing to evaluate")
+            wrong = [i for i in found if i.truth["task"] != task]
+            if wrong:
+                raise DataFormatError(
+                    f"record id={wrong[0].id!r} in {path} is a {wrong[0].truth['task']!r} eval "
+                    f"record, not {task!r}; the split's files are mixed up"
+                )
+            items += found
         answers = generate_answers(
             model, processor, [i.image for i in items], [i.question for i in items],
             max_new_tokens=_budgets(task, items, max_new_tokens), batch_size=batch_size,

@@ -24,6 +24,7 @@ import re
 
 import pandas as pd
 
+from somprobe.errors import InputError
 from somprobe.evals.listing import normalize, phrase_matches
 from somprobe.evals.pope import parse_yes_no
 
@@ -53,7 +54,14 @@ def numbers_in(text: str) -> list[int]:
 
 
 def answer_correct(kind: str, answer: str, reference: str) -> bool:
-    """Whether ``answer`` is right for a question of ``kind`` (see module docstring)."""
+    """Whether ``answer`` is right for a question of ``kind`` (see module docstring).
+
+    Raises:
+        InputError: the answer or the reference is not a string.
+    """
+    for what, text in (("answer", answer), ("reference", reference)):
+        if not isinstance(text, str):
+            raise InputError(f"the {what} must be a string, got {type(text).__name__}")
     if kind in ("what_is_tagged", "colour", "shape"):
         return bool(normalize(reference)) and phrase_matches(answer, reference, "contains")
     if kind == "which_tag":
@@ -70,7 +78,16 @@ def answer_correct(kind: str, answer: str, reference: str) -> bool:
 
 
 def summarize_qa(items: pd.DataFrame) -> pd.DataFrame:
-    """Tidy rows ``kind``, ``metric`` ("accuracy"), ``value``, ``n``; kind "all" pools."""
+    """Tidy rows ``kind``, ``metric`` ("accuracy"), ``value``, ``n``; kind "all" pools.
+
+    ``items`` needs columns ``kind`` and ``correct``; no rows give no metrics.
+
+    Raises:
+        InputError: a column is missing.
+    """
+    missing = [c for c in ("kind", "correct") if c not in items.columns]
+    if missing:
+        raise InputError(f"QA items lack column(s) {missing}; need kind and correct")
     rows = [{"kind": "all", "metric": "accuracy", "value": float(items["correct"].mean()),
              "n": len(items)}] if len(items) else []  # fmt: skip
     for kind, group in items.groupby("kind", sort=True):

@@ -19,9 +19,24 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from somprobe.errors import DataFormatError, InputError
 from somprobe.io import atomic_write
 
 EvalFn = Callable[[Any], Mapping[str, float]]
+
+
+def _read_curve(path: Path) -> pd.DataFrame:
+    """A curve CSV written before (by this or another run).
+
+    Raises:
+        DataFormatError: the file is not a readable CSV.
+    """
+    try:
+        return pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' ParserError is a ValueError
+        raise DataFormatError(
+            f"{path} is not a readable curve CSV ({err}); move it away or pass another csv_path"
+        ) from None
 
 
 class PeriodicEval(TrainerCallback):
@@ -44,8 +59,10 @@ class PeriodicEval(TrainerCallback):
         labels: Mapping[str, Any] | None = None,
         at_start: bool = True,
     ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise InputError(f"PeriodicEval every={every!r}: give a number of steps ≥ 1")
         self.fn = fn
-        self.every = max(1, int(every))
+        self.every = every
         self.csv_path = Path(csv_path) if csv_path is not None else None
         self.labels = dict(labels or {})
         self.at_start = at_start
@@ -53,7 +70,7 @@ class PeriodicEval(TrainerCallback):
         self._t0 = time.perf_counter()
         self._done: set[int] = set()
         if self.csv_path is not None and self.csv_path.is_file():
-            old = pd.read_csv(self.csv_path)
+            old = _read_curve(self.csv_path)
             mine = self._mine(old)
             self.rows = old[mine].to_dict("records")
             self._done = set(old.loc[mine, "step"].astype(int)) if "step" in old else set()
@@ -91,7 +108,7 @@ class PeriodicEval(TrainerCallback):
         if self.csv_path is not None:
             table = pd.DataFrame(self.rows)
             if self.csv_path.is_file():
-                on_disk = pd.read_csv(self.csv_path)
+                on_disk = _read_curve(self.csv_path)
                 table = pd.concat([on_disk[~self._mine(on_disk)], table], ignore_index=True)
             with atomic_write(self.csv_path) as fh:
                 table.to_csv(fh, index=False)

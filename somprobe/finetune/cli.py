@@ -1,16 +1,23 @@
 """``somprobe finetune``: train a LLaVA on LLaVA JSON data, merge LoRA adapters.
 
 Example:
-    $ somprobe finetune train tiny-llava/ train.json --image-folder images/ --output-dir out/ \\
+    $ somprobe finetune train tiny-llava/ listing.json --image-folder som/ --output-dir out/ \\
           --preset toy --max-steps 200
     $ accelerate launch --config_file configs/accelerate/zero3.yaml -m somprobe.finetune.cli \\
-          train llava-v1.5-13b-stage1/ mix.json --image-folder coco/ --output-dir som-llava/ \\
-          --preset som-llava-1.5
+          train llava-v1.5-13b-stage1/ mixed.json --image-folder playground/data/ \\
+          --output-dir som-llava/ --preset som-llava-1.5
     $ somprobe finetune merge-lora llava-1.5-7b-hf/ out/adapter merged/
     $ somprobe finetune presets
 
-The same ``train`` line runs on one CPU, one GPU, or under ``accelerate launch``; it
-resumes from the last checkpoint in ``--output-dir`` unless ``--no-resume`` is given.
+``--image-folder`` is the folder the records' ``image`` paths are relative to: for records
+of ``somprobe data listing som/ ...`` (``images/<key>.png``) that is ``som/``; for a mix
+with LLaVA-1.5's data, LLaVA's image root holding ``coco/``, ``gqa/``, ... and ``som/``
+(mixed with ``--image-prefix listing=som/``).
+
+The same ``train`` line runs on one CPU, one GPU, or under ``accelerate launch``. A
+checkpoint is saved every 10 % of the run by default (``--save-steps``), and the same line
+run again resumes from the last complete checkpoint in ``--output-dir`` unless
+``--no-resume`` is given.
 Records that cannot be used (missing image, no assistant turn, too long) are skipped and
 counted, and the counts are printed at the end (``--on-bad-record error`` stops instead).
 """
@@ -24,19 +31,11 @@ from typing import Annotated, Any
 
 import typer
 
-from somprobe.errors import SomprobeError
+from somprobe.cli import command_group, run
 
-app = typer.Typer(
-    name="finetune",
-    help="Finetune LLaVA models (SoM-LLaVA recipe, toy models), merge LoRA adapters.",
-    no_args_is_help=True,
-    add_completion=False,
+app = command_group(
+    "finetune", "Finetune LLaVA models (SoM-LLaVA recipe, toy models), merge LoRA adapters."
 )
-
-
-def _fail(err: SomprobeError) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
-    return typer.Exit(code=2)
 
 
 @app.command()
@@ -64,7 +63,13 @@ def train(
     gradient_checkpointing: Annotated[
         bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
     ] = None,
-    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    save_steps: Annotated[
+        float | None,
+        typer.Option(
+            help="Checkpoint every N steps (N ≥ 1), or every fraction of the run (N < 1; "
+            "preset default 0.1: every 10 %)."
+        ),
+    ] = None,
     logging_steps: Annotated[int | None, typer.Option(help="Log every N steps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of weights init, data order.")] = None,
     lora: Annotated[bool, typer.Option("--lora/--full", help="LoRA instead of full.")] = False,
@@ -74,7 +79,13 @@ def train(
     deepspeed: Annotated[
         str, typer.Option(help="'preset' (the preset's ZeRO-3 on GPUs), 'off', or a JSON path.")
     ] = "preset",
-    resume: Annotated[bool, typer.Option("--resume/--no-resume")] = True,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--no-resume",
+            help="Continue from the last complete checkpoint in --output-dir.",
+        ),
+    ] = True,
     on_bad_record: Annotated[str, typer.Option(help="'skip' (count) or 'error'.")] = "skip",
     system_prompt: Annotated[str | None, typer.Option(help="System prompt ('' for none).")] = None,
     save_dtype: Annotated[str | None, typer.Option(help="e.g. float16 for the final save.")] = None,
@@ -102,24 +113,21 @@ def train(
         "seed": seed,
     }
     ds: str | None = None if deepspeed == "off" else deepspeed
-    try:
-        result = finetune(
-            model,
-            data,
-            image_folder,
-            output_dir,
-            preset=preset,
-            lora=LoraOptions(r=lora_r, alpha=lora_alpha, merge=merge) if lora else None,
-            resume=resume,
-            deepspeed=ds,
-            on_bad_record=on_bad_record,  # type: ignore[arg-type]
-            system_prompt=system_prompt,
-            save_dtype=save_dtype,
-            progress=progress,
-            **overrides,
-        )
-    except SomprobeError as err:
-        raise _fail(err) from err
+    result = finetune(
+        model,
+        data,
+        image_folder,
+        output_dir,
+        preset=preset,
+        lora=LoraOptions(r=lora_r, alpha=lora_alpha, merge=merge) if lora else None,
+        resume=resume,
+        deepspeed=ds,
+        on_bad_record=on_bad_record,  # type: ignore[arg-type]
+        system_prompt=system_prompt,
+        save_dtype=save_dtype,
+        progress=progress,
+        **overrides,
+    )
     if _is_main_process():
         typer.echo(result.to_json())
 
@@ -140,10 +148,7 @@ def merge_lora_command(
     """Merge a LoRA adapter into its base model and save a plain checkpoint."""
     from somprobe.finetune.trainer import merge_lora
 
-    try:
-        path = merge_lora(base, adapter, out, dtype=dtype)
-    except SomprobeError as err:
-        raise _fail(err) from err
+    path = merge_lora(base, adapter, out, dtype=dtype)
     typer.echo(f"merged model written to {path}")
 
 
@@ -155,5 +160,11 @@ def presets() -> None:
     typer.echo(json.dumps({k: json.loads(v.to_json()) for k, v in PRESETS.items()}, indent=2))
 
 
+def main() -> None:
+    """``python -m somprobe.finetune.cli ...`` (e.g. under ``accelerate launch``): as
+    ``somprobe finetune ...``, errors included (one line, exit code 2)."""
+    run(app)
+
+
 if __name__ == "__main__":
-    app()
+    main()

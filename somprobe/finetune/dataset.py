@@ -199,6 +199,7 @@ class LlavaSFTDataset(torch.utils.data.Dataset):
 
     Raises:
         DataFormatError: a bad record with ``on_bad_record="error"``, or no record left.
+        InputError: a bad option, or an image folder that does not exist.
     """
 
     def __init__(
@@ -220,6 +221,15 @@ class LlavaSFTDataset(torch.utils.data.Dataset):
             )
         if on_bad_record not in ("skip", "error"):
             raise InputError(f"on_bad_record must be 'skip' or 'error', got {on_bad_record!r}")
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
+            raise InputError(f"max_length={max_length!r}: give a number of tokens ≥ 1, or None")
+        if image_folder is not None and not Path(image_folder).is_dir():
+            raise InputError(
+                f"image folder {image_folder} does not exist; give the folder the records' "
+                "image paths are relative to"
+            )
         self.processor = processor
         self.image_folder = Path(image_folder) if image_folder is not None else None
         self.image_aspect_ratio = image_aspect_ratio

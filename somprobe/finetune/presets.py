@@ -57,6 +57,9 @@ class FinetunePreset:
     ``warmup`` below 1 is a fraction of the steps, from 1 up a number of steps.
     ``global_batch_size`` is reached with gradient accumulation over
     ``per_device_batch_size`` × processes. ``max_steps`` > 0 overrides ``epochs``.
+    ``save_steps`` below 1 is a fraction of the run's steps (the default 0.1 writes a
+    checkpoint every 10 % of the run, so a run killed late resumes late), from 1 up a
+    number of steps; only the last ``save_total_limit`` checkpoints are kept.
     """
 
     name: str
@@ -79,7 +82,7 @@ class FinetunePreset:
     deepspeed: dict[str, Any] | None = None
     dataloader_workers: int = 0
     logging_steps: int = 10
-    save_steps: int = 500
+    save_steps: float = 0.1
     save_total_limit: int | None = 2
     seed: int = 42
 
@@ -106,7 +109,7 @@ PRESETS: dict[str, FinetunePreset] = {
         deepspeed=ZERO3_CONFIG,
         dataloader_workers=4,
         logging_steps=1,
-        save_steps=50_000,
+        save_steps=0.1,
         save_total_limit=1,
     ),
     "toy": FinetunePreset(
@@ -125,7 +128,8 @@ PRESETS: dict[str, FinetunePreset] = {
         image_aspect_ratio="crop",
         template="auto",
         logging_steps=50,
-        save_steps=500,
+        save_steps=0.1,
+        save_total_limit=2,
     ),
 }
 
@@ -147,13 +151,104 @@ def get_preset(name: str | FinetunePreset = "toy", **overrides: Any) -> Finetune
     if unknown:
         raise InputError(f"unknown preset field(s) {sorted(unknown)}; valid: {sorted(known)}")
     preset = replace(base, **{k: v for k, v in overrides.items() if v is not None})
-    if preset.trainable not in TRAINABLE:
-        raise InputError(f"trainable must be one of {TRAINABLE}, got {preset.trainable!r}")
-    if preset.global_batch_size < 1 or preset.per_device_batch_size < 1:
-        raise InputError("batch sizes must be positive")
-    if preset.learning_rate <= 0:
-        raise InputError(f"learning_rate must be positive, got {preset.learning_rate}")
+    check_preset(preset)
     return preset
 
 
-__all__ = ["PRESETS", "TRAINABLE", "ZERO3_CONFIG", "FinetunePreset", "Trainable", "get_preset"]
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _scheduler_arguments(name: str) -> set[str] | None:
+    """The extra keyword arguments the scheduler ``name`` accepts (None: any)."""
+    import inspect
+
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
+    from transformers.trainer_utils import SchedulerType
+
+    fn: Any = TYPE_TO_SCHEDULER_FUNCTION.get(SchedulerType(name))
+    if fn is None:
+        return None
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params) - {"optimizer", "num_warmup_steps", "num_training_steps", "last_epoch"}
+
+
+def check_preset(preset: FinetunePreset) -> None:
+    """Check every field of ``preset``, so that a bad value fails before a model loads.
+
+    Raises:
+        InputError: naming the field, its value and what is allowed.
+    """
+    from transformers.trainer_utils import SchedulerType
+
+    from somprobe.finetune.template import TEMPLATES
+
+    problems: list[str] = []
+
+    def need(ok: bool, field_name: str, allowed: str) -> None:
+        if not ok:
+            problems.append(f"{field_name}={getattr(preset, field_name)!r} ({allowed})")
+
+    def whole(value: Any, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    need(preset.trainable in TRAINABLE, "trainable", f"one of {TRAINABLE}")
+    need(whole(preset.global_batch_size, 1), "global_batch_size", "a positive whole number")
+    need(whole(preset.per_device_batch_size, 1), "per_device_batch_size", "a positive whole number")
+    need(_number(preset.learning_rate) and preset.learning_rate > 0, "learning_rate", "> 0")
+    schedulers = [s.value for s in SchedulerType]
+    need(preset.lr_scheduler in schedulers, "lr_scheduler", f"one of {schedulers}")
+    if preset.lr_scheduler in schedulers:
+        takes = _scheduler_arguments(preset.lr_scheduler)
+        kwargs = preset.lr_scheduler_kwargs
+        need(isinstance(kwargs, dict), "lr_scheduler_kwargs", "a dict of keyword arguments")
+        if takes is not None and isinstance(kwargs, dict):
+            need(
+                set(kwargs) <= takes,
+                "lr_scheduler_kwargs",
+                f"{preset.lr_scheduler} takes {sorted(takes)}",
+            )
+    need(_number(preset.warmup) and preset.warmup >= 0, "warmup", "≥ 0: <1 a fraction, else steps")
+    if _number(preset.warmup) and preset.warmup >= 1:
+        need(float(preset.warmup).is_integer(), "warmup", "a whole number of steps from 1 up")
+    need(_number(preset.weight_decay) and preset.weight_decay >= 0, "weight_decay", "≥ 0")
+    need(_number(preset.epochs) and preset.epochs > 0, "epochs", "> 0")
+    need(
+        whole(preset.max_steps, 1) or preset.max_steps == -1,
+        "max_steps",
+        "≥ 1, or -1 / None to train for `epochs`",
+    )
+    need(_number(preset.max_grad_norm) and preset.max_grad_norm > 0, "max_grad_norm", "> 0")
+    need(preset.image_aspect_ratio in ("pad", "crop"), "image_aspect_ratio", "'pad' or 'crop'")
+    need(preset.template in TEMPLATES, "template", f"one of {TEMPLATES}")
+    need(preset.max_length is None or whole(preset.max_length, 1), "max_length", "None or ≥ 1")
+    need(whole(preset.dataloader_workers, 0), "dataloader_workers", "≥ 0")
+    need(whole(preset.logging_steps, 1), "logging_steps", "a whole number ≥ 1")
+    need(
+        _number(preset.save_steps)
+        and preset.save_steps > 0
+        and (preset.save_steps < 1 or float(preset.save_steps).is_integer()),
+        "save_steps",
+        "a fraction of the run in (0, 1), or a whole number of steps ≥ 1",
+    )
+    need(
+        preset.save_total_limit is None or whole(preset.save_total_limit, 1),
+        "save_total_limit",
+        "None (keep all) or ≥ 1",
+    )
+    need(whole(preset.seed, 0), "seed", "a whole number ≥ 0")
+    if problems:
+        raise InputError(f"finetune preset {preset.name!r}: bad " + "; ".join(problems))
+
+
+__all__ = [
+    "PRESETS",
+    "TRAINABLE",
+    "ZERO3_CONFIG",
+    "FinetunePreset",
+    "Trainable",
+    "check_preset",
+    "get_preset",
+]

@@ -9,8 +9,12 @@ preset's ZeRO-3 settings); see ``configs/accelerate/``.
   part (``"all"``, for models whose vision tower starts from random weights).
 * LoRA through peft on the language model's linear layers (projector trained fully),
   merged into a plain checkpoint at the end (:class:`LoraOptions`).
-* Resume: with ``resume=True`` a run continues from the last ``checkpoint-*`` in
-  ``output_dir`` (optimizer, scheduler, RNG and data position included).
+* Checkpoints: by default one every 10 % of the run (preset ``save_steps=0.1``), the last
+  ``save_total_limit`` kept.
+* Resume: with ``resume=True`` a run continues from the last complete ``checkpoint-*`` in
+  ``output_dir`` (optimizer, scheduler, RNG and data position included); a checkpoint a
+  kill cut short (its ``trainer_state.json``, written last, missing or unreadable) is
+  removed and the one before it is used.
 * At the end the model and processor are saved in ``output_dir`` (loadable with
   :func:`somprobe.load_model`) with ``finetune_summary.json``: steps, loss, time, and
   the records skipped by reason.
@@ -28,6 +32,9 @@ import inspect
 import json
 import logging
 import os
+import re
+import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,13 +43,12 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from somprobe.errors import InputError, ModelLoadError, UnsupportedModelError
 from somprobe.finetune.collator import SFTCollator
 from somprobe.finetune.dataset import LlavaSFTDataset, OnBadRecord
 from somprobe.finetune.presets import FinetunePreset, Trainable, get_preset
-from somprobe.io import atomic_write
+from somprobe.io import atomic_write, check_writable
 from somprobe.models.adapters import adapter_for
 from somprobe.models.loading import load_model, resolve_dtype
 
@@ -51,6 +57,9 @@ logger = logging.getLogger("somprobe.finetune")
 #: The language model's linear layers (LLaMA / Vicuna names), as a peft regex.
 LM_LINEAR_LAYERS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 SUMMARY_FILE = "finetune_summary.json"
+#: Test hook: after the checkpoint of this step is saved, stop and wait (to be killed).
+PAUSE_ENV = "SOMPROBE_FINETUNE_PAUSE_AFTER_SAVE"
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,14 @@ class LoraOptions:
     train_projector: bool = True
     merge: bool = True
     init_lora_weights: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("r", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"LoRA {name}={value!r}: give a whole number ≥ 1")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"LoRA dropout={self.dropout!r}: give a number in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -195,6 +212,12 @@ def merge_lora(
     """
     from peft import PeftModel
 
+    check_writable(Path(out_dir) / "config.json")
+    if not Path(adapter).is_dir():
+        raise InputError(
+            f"LoRA adapter folder {adapter} does not exist; give the folder a LoRA run "
+            "saved (output-dir/adapter)"
+        )
     model, processor = load_model(base, dtype=dtype or torch.float32)
     try:
         peft_model = PeftModel.from_pretrained(model, os.fspath(adapter))
@@ -250,6 +273,10 @@ def training_arguments(
                 "preset %s: its DeepSpeed ZeRO-3 settings are not used (%s)", preset.name, why
             )
             ds = None
+    if isinstance(ds, str | os.PathLike) and not Path(ds).is_file():
+        raise InputError(
+            f"DeepSpeed config {os.fspath(ds)} does not exist; give a JSON file, 'preset' or off"
+        )
     if ds is not None:
         try:
             import deepspeed as _  # noqa: F401
@@ -262,6 +289,21 @@ def training_arguments(
     if bf16 and cuda and not torch.cuda.is_bf16_supported():
         logger.warning("this GPU has no bf16; training in fp32")
         bf16 = False
+    try:
+        return _training_arguments(preset, output_dir, accumulation, bf16, cuda, ds, progress)
+    except ValueError as err:  # transformers' own checks (e.g. a bad scheduler argument)
+        raise InputError(f"preset {preset.name!r}: invalid training settings: {err}") from None
+
+
+def _training_arguments(
+    preset: FinetunePreset,
+    output_dir: str | os.PathLike[str],
+    accumulation: int,
+    bf16: bool,
+    cuda: bool,
+    ds: str | dict[str, Any] | None,
+    progress: bool,
+) -> TrainingArguments:
     return TrainingArguments(
         output_dir=os.fspath(output_dir),
         per_device_train_batch_size=preset.per_device_batch_size,
@@ -359,8 +401,9 @@ def finetune(
         output_dir: checkpoints, the final model + processor, ``finetune_summary.json``.
         preset: ``"toy"``, ``"som-llava-1.5"`` or a :class:`FinetunePreset`.
         lora: train LoRA adapters instead of full weights.
-        resume: ``True`` continues from the last checkpoint in ``output_dir`` if any;
-            a path resumes from that checkpoint; ``False`` starts afresh.
+        resume: ``True`` continues from the last complete checkpoint in ``output_dir`` if
+            any (see :func:`last_checkpoint`); a path resumes from that checkpoint;
+            ``False`` starts afresh.
         callbacks: extra ``TrainerCallback`` objects (e.g. :class:`PeriodicEval`).
         deepspeed: see :func:`training_arguments`.
         on_bad_record: ``"skip"`` (count and report) or ``"error"``.
@@ -372,9 +415,28 @@ def finetune(
 
     Returns:
         A :class:`FinetuneResult`.
+
+    Raises:
+        InputError: a bad setting or a missing data file (before the model loads).
+        WriteError: ``output_dir`` cannot be written (before the model loads).
+        ModelLoadError: the model cannot be loaded.
+        DataFormatError: malformed data, or no usable record.
     """
     spec = get_preset(preset, **overrides)
+    if on_bad_record not in ("skip", "error"):
+        raise InputError(f"on_bad_record must be 'skip' or 'error', got {on_bad_record!r}")
+    if save_dtype is not None:
+        resolve_dtype(save_dtype)  # an unknown name fails now, not after training
+    _check_data_paths(data)
+    if image_folder is not None and not Path(image_folder).is_dir():
+        raise InputError(
+            f"image folder {os.fspath(image_folder)} does not exist; give the folder the "
+            "records' image paths are relative to"
+        )
+    if isinstance(resume, str | os.PathLike) and not Path(resume).is_dir():
+        raise InputError(f"resume={os.fspath(resume)!r}: no checkpoint folder there")
     out = Path(output_dir)
+    check_writable(out / SUMMARY_FILE)
     args = training_arguments(spec, out, deepspeed=deepspeed, progress=progress)
     # TrainingArguments come first so that ZeRO-3 can shard the weights while they load.
     net, processor = load_model(model, dtype=torch.float32)
@@ -401,18 +463,19 @@ def finetune(
     else:
         set_trainable(net, spec.trainable)
     n_trainable, n_total = count_parameters(net)
+    pause = os.environ.get(PAUSE_ENV)
     trainer = ResumableTrainer(
         model=net,
         args=args,
         train_dataset=dataset,
         data_collator=SFTCollator(pad_token_id=processor.tokenizer.pad_token_id),
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, *([_PauseAfterSave(int(pause))] if pause else [])],
     )
     checkpoint: str | None = None
     if isinstance(resume, str | os.PathLike):
         checkpoint = os.fspath(resume)
-    elif resume and out.is_dir():
-        checkpoint = get_last_checkpoint(os.fspath(out))
+    elif resume:
+        checkpoint = last_checkpoint(out, remove_torn=args.should_save)
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     start = time.perf_counter()
@@ -451,6 +514,65 @@ def finetune(
             dataset.skipped.summary(),
         )
     return result
+
+
+def _check_data_paths(data: Any) -> None:
+    """Every training file given by path exists (checked before a model loads)."""
+    items = [data] if isinstance(data, str | os.PathLike) else data
+    if not isinstance(items, Sequence):
+        return  # an iterable of records: read when the dataset is built
+    if not items:
+        raise InputError("no training data given; pass LLaVA .json/.jsonl files")
+    for item in items:
+        if isinstance(item, str | os.PathLike) and not Path(item).is_file():
+            raise InputError(f"training data {os.fspath(item)} does not exist; check the path")
+
+
+def checkpoint_complete(folder: str | os.PathLike[str]) -> bool:
+    """Whether a ``checkpoint-N`` folder was written to the end: the Trainer writes its
+    ``trainer_state.json`` last, so a kill during a save leaves it missing or torn."""
+    try:
+        state = json.loads((Path(folder) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and "global_step" in state
+
+
+def last_checkpoint(output_dir: str | os.PathLike[str], *, remove_torn: bool = False) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``output_dir`` (None when there is none).
+
+    Newer checkpoints that a kill cut short are skipped, and removed when
+    ``remove_torn`` (the main process does it; the resumed run writes them again).
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.iterdir():
+        match = _CHECKPOINT.fullmatch(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    for _, path in sorted(found, reverse=True):
+        if checkpoint_complete(path):
+            return os.fspath(path)
+        logger.warning("%s was cut short (no readable trainer_state.json): not resumed from", path)
+        if remove_torn:
+            shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+class _PauseAfterSave(TrainerCallback):
+    """Test hook (``SOMPROBE_FINETUNE_PAUSE_AFTER_SAVE=N``): once the checkpoint of step
+    ``N`` is saved, stop and wait forever, so that a test can kill the process."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args: TrainingArguments, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step >= self.step:
+            print(f"paused after checkpoint-{state.global_step}", file=sys.stderr, flush=True)
+            while True:
+                time.sleep(60)
 
 
 def _step_of(checkpoint: str | None) -> int:
@@ -495,13 +617,16 @@ def _save(
 
 __all__ = [
     "LM_LINEAR_LAYERS",
+    "PAUSE_ENV",
     "SUMMARY_FILE",
     "FinetuneResult",
     "LoraOptions",
     "ResumableTrainer",
     "apply_lora",
+    "checkpoint_complete",
     "count_parameters",
     "finetune",
+    "last_checkpoint",
     "merge_lora",
     "model_parts",
     "set_trainable",

@@ -32,6 +32,9 @@ head, vectorised over any leading dimensions):
   ``sklearn.metrics.roc_auc_score(in_target, attention)`` (ties count one half), NaN
   when no patch, or every patch, is in the target.
 
+A map with no attention mass on the kept patches (all zeros, or every patch excluded)
+has no shares: its shares and lifts are NaN (``image_mass`` says 0), not an error.
+
 **Attention sinks.** A few image tokens can take a large part of every query's
 attention whatever the query says. Passing ``exclude`` (or ``sinks=`` to
 :func:`score_alignment`) drops those patches: their attention is removed and the rest
@@ -376,8 +379,12 @@ def sink_patches(
         )
     if a.shape[0] == 0:
         raise InputError("sink_patches needs at least one query")
-    if factor <= 0:
-        raise InputError(f"factor must be positive, got {factor!r}")
+    if not (np.isfinite(factor) and factor > 0):
+        raise InputError(f"factor must be a positive number, got {factor!r}")
+    if not np.all(np.isfinite(a)):
+        raise InputError("attention holds NaN or infinite values")
+    if a.size and a.min() < 0:
+        raise InputError("attention must be non-negative (probabilities after softmax)")
     n_patch = a.shape[-2] * a.shape[-1]
     total = a.sum(axis=(-2, -1), keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -582,6 +589,11 @@ def score_alignment(
         >>> df = score_alignment(trace, layout, tagset, mentions)  # doctest: +SKIP
         >>> aggregate_by_layer(df)[["layer", "lift_object"]]  # doctest: +SKIP
     """
+    if not isinstance(mentions, pd.DataFrame):
+        raise InputError(
+            f"mentions must be a DataFrame (find_tag_mentions makes one), got "
+            f"{type(mentions).__name__}"
+        )
     missing_cols = {"tag_id", "scored_positions"} - set(mentions.columns)
     if missing_cols:
         raise InputError(
@@ -589,7 +601,10 @@ def score_alignment(
         )
     layers = [int(v) for v in trace.layers]
     m = mentions.reset_index(drop=True)
-    batches = m["batch"].astype(int) if "batch" in m else pd.Series(0, index=m.index)
+    for col in ("tag_id", "batch", "mention"):
+        if col in m:
+            m[col] = _id_column(m[col], col)
+    batches = m["batch"] if "batch" in m else pd.Series(0, index=m.index)
     mention_ids = m["mention"].astype(int) if "mention" in m else pd.Series(m.index, index=m.index)
 
     blocks: list[pd.DataFrame] = []
@@ -658,6 +673,18 @@ def score_alignment(
     return pd.concat(blocks, ignore_index=True)
 
 
+def _id_column(values: pd.Series, name: str) -> pd.Series:
+    """A mentions column of non-negative whole numbers as int64 (``tag_id``, ``batch``)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | (numbers < 0) | (numbers != np.floor(numbers))
+    if bad.any():
+        first = values[bad].iloc[0]
+        raise InputError(
+            f"mentions column {name!r} must hold non-negative whole numbers, got {first!r}"
+        )
+    return numbers.astype(np.int64)
+
+
 def _resolve_sinks(
     sinks: Any,
     batch: int,
@@ -695,8 +722,17 @@ def _resolve_sinks(
 # aggregated views
 
 
-def _metric_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in SCORE_COLUMNS if c in df.columns]
+def _metric_columns(df: pd.DataFrame, needs: Sequence[str] = ()) -> list[str]:
+    """The score columns of ``df``, after checking it is a score table with ``needs``."""
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(f"scores must be a DataFrame (score_alignment's), got {type(df).__name__}")
+    missing = [c for c in needs if c not in df.columns]
+    if missing:
+        raise InputError(f"scores lack column(s) {missing}; pass score_alignment's table")
+    metrics = [c for c in SCORE_COLUMNS if c in df.columns]
+    if not metrics:
+        raise InputError(f"scores have no score column (e.g. share_object); got {list(df.columns)}")
+    return metrics
 
 
 def aggregate_by_layer(df: pd.DataFrame, *, per_mention: bool = False) -> pd.DataFrame:
@@ -714,7 +750,7 @@ def aggregate_by_layer(df: pd.DataFrame, *, per_mention: bool = False) -> pd.Dat
     Example:
         >>> aggregate_by_layer(df)[["layer", "share_object", "n_mentions"]]  # doctest: +SKIP
     """
-    metrics = _metric_columns(df)
+    metrics = _metric_columns(df, ["layer"])
     keys = [c for c in ("batch", "mention") if c in df.columns]
     ids = [c for c in _ID_COLUMNS if c in df.columns and c not in keys]
     grouped = df.groupby([*keys, "layer"], sort=True, dropna=False)
@@ -736,7 +772,7 @@ def aggregate_by_head(df: pd.DataFrame) -> pd.DataFrame:
         >>> heat = aggregate_by_head(df).pivot(index="layer", columns="head",
         ...                                    values="lift_object")  # doctest: +SKIP
     """
-    metrics = _metric_columns(df)
+    metrics = _metric_columns(df, ["layer", "head"])
     grouped = df.groupby(["layer", "head"], sort=True)
     out = grouped[metrics].mean()
     out.insert(0, "n_mentions", grouped.size())

@@ -216,6 +216,37 @@ class _InconsistentDecode(Exception):
     pass
 
 
+def vocabulary_size(tokenizer: Any) -> int | None:
+    """The number of token ids ``tokenizer`` can decode (``len(tokenizer)``, which counts
+    added tokens, else its ``vocab_size``); None when it does not say."""
+    try:
+        return len(tokenizer)
+    except TypeError:
+        size = getattr(tokenizer, "vocab_size", None)
+        return int(size) if isinstance(size, int | np.integer) else None
+
+
+def _check_tokenizer(tokenizer: Any) -> None:
+    if not callable(getattr(tokenizer, "decode", None)):
+        raise InputError(
+            f"the tokenizer must have a Hugging Face style decode(ids), got "
+            f"{type(tokenizer).__name__}; pass processor.tokenizer"
+        )
+
+
+def _check_vocabulary(tokenizer: Any, ids: Sequence[int]) -> None:
+    """Reject ids the tokenizer cannot decode: its decoder would drop them silently."""
+    if not ids:
+        return
+    size = vocabulary_size(tokenizer)
+    high = max(ids)
+    if size is not None and high >= size:
+        raise InputError(
+            f"token id {high} is outside the tokenizer's vocabulary of {size} ids (0..{size - 1}); "
+            "the ids must come from this tokenizer (same model and processor)"
+        )
+
+
 def decode_with_offsets(tokenizer: TokenizerLike, token_ids: Sequence[int]) -> DecodedTokens:
     """Decode ``token_ids`` and map every character back to its token(s).
 
@@ -223,12 +254,19 @@ def decode_with_offsets(tokenizer: TokenizerLike, token_ids: Sequence[int]) -> D
     fast windowed pass is checked against the full decode and replaced by an exact
     prefix-by-prefix pass when they disagree.
 
+    Raises:
+        InputError: the ids are not one sequence of integers, or an id is negative or
+            outside the tokenizer's vocabulary (a decoder would silently drop it, and with
+            it any tag it spells).
+
     Example:
         >>> dec = decode_with_offsets(tokenizer, ids)  # doctest: +SKIP
         >>> dec.text, dec.token_span(0, 2)  # doctest: +SKIP
         ('12. a dog', (1, 3))
     """
-    ids = [int(t) for t in token_ids]
+    _check_tokenizer(tokenizer)
+    ids = _as_id_list(token_ids)
+    _check_vocabulary(tokenizer, ids)
     full = _decode(tokenizer, ids)
     try:
         pieces = _pieces_windowed(tokenizer, ids)
@@ -326,7 +364,10 @@ def _find_in_text(text: str, formats: Sequence[str], mode: LabelMode) -> list[_M
 def _as_id_list(token_ids: Any) -> list[int]:
     if hasattr(token_ids, "detach"):  # torch tensor
         token_ids = token_ids.detach().cpu().numpy()
-    arr = np.asarray(token_ids)
+    try:
+        arr = np.asarray(token_ids)
+    except ValueError as err:  # ragged nested lists
+        raise InputError(f"token_ids must be one sequence of token ids (1-D): {err}") from err
     if arr.ndim != 1:
         raise InputError(
             f"token_ids must be one sequence (1-D), got shape {arr.shape}; "
@@ -407,6 +448,10 @@ def find_tag_mentions(
         text), ``text`` (the whole matched text, e.g. "tagged with id 3"),
         ``hallucinated`` (nullable boolean).
 
+    Raises:
+        InputError: bad arguments, or token ids that are not one sequence of ids of this
+            tokenizer (negative, fractional, or outside its vocabulary).
+
     Example:
         >>> df = find_tag_mentions(tok, tok.encode("tag 3 and [12]"), tag_ids=[1, 2, 3])
         ... # doctest: +SKIP
@@ -425,6 +470,9 @@ def find_tag_mentions(
         raise InputError(f"score_token must be 'first', 'last' or 'mean', got {score_token!r}")
     if isinstance(offset, bool) or not isinstance(offset, int | np.integer) or offset < 0:
         raise InputError(f"offset must be a non-negative integer, got {offset!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 0:
+        raise InputError(f"batch must be a non-negative integer (a batch index), got {batch!r}")
+    _check_tokenizer(tokenizer)
     mode, known, label_ids = _known_tags(tag_ids, label_mode)
     if mode == "letter" and "bare" in formats:
         raise InputError("the 'bare' format only applies to number labels; drop it in letter mode")

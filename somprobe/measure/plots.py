@@ -5,7 +5,8 @@ so notebooks and scripts use them alike; :func:`save_figure` writes PNGs atomica
 
 Example:
     >>> fig = plot_layer_curves({"LLaVA": per_a, "SoM": per_b}, ["share_object", "lift_object"])
-    >>> save_figure(fig, "figures/layer_curves.png")
+    ... # doctest: +SKIP
+    >>> save_figure(fig, "results/layer_curves.png")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 
 from somprobe.errors import InputError
-from somprobe.io import atomic_path
+from somprobe.io import atomic_path, check_writable
 
 METRIC_LABELS = {
     "share_object": "share on tagged object",
@@ -38,8 +39,15 @@ METRIC_LABELS = {
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 130) -> Path:
-    """Save ``fig`` as PNG, atomically (:func:`somprobe.io.atomic_path`), then close it."""
-    out = Path(path)
+    """Save ``fig`` as PNG, atomically (:func:`somprobe.io.atomic_path`), then close it.
+
+    Raises:
+        InputError: ``fig`` is not a matplotlib Figure.
+        WriteError: ``path`` is a folder, or its folder cannot be created or written.
+    """
+    if not isinstance(fig, Figure):
+        raise InputError(f"save_figure needs a matplotlib Figure, got {type(fig).__name__}")
+    out = check_writable(path)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
@@ -61,11 +69,16 @@ def plot_layer_curves(
     """
     if not per_mention:
         raise InputError("give at least one model's scores")
+    metrics = list(metrics)
+    if not metrics:
+        raise InputError("give at least one metric to plot (a score column)")
     frames = []
     for name, df in per_mention.items():
         missing = [m for m in [*metrics, "layer"] if m not in df.columns]
         if missing:
             raise InputError(f"scores of {name!r} lack column(s) {missing}")
+        if df.empty:
+            raise InputError(f"scores of {name!r} have no rows: there is nothing to plot")
         frames.append(df.assign(model=name))
     data = pd.concat(frames, ignore_index=True)
     sns.set_theme(style="whitegrid", context="notebook")
@@ -104,6 +117,8 @@ def plot_layer_head_map(
     for col in ("layer", "head", metric):
         if col not in scores.columns:
             raise InputError(f"scores lack column {col!r}")
+    if scores[metric].notna().sum() == 0:
+        raise InputError(f"scores have no rows with a {metric!r} value: there is nothing to plot")
     table = scores.groupby(["layer", "head"])[metric].mean().unstack("head")
     sns.set_theme(style="white", context="notebook")
     if ax is None:
@@ -199,11 +214,32 @@ def plot_top_patches(
             (e.g. from :func:`~somprobe.measure.tag_attention_maps`).
         layout: the :class:`~somprobe.models.ImageLayout` the maps come from.
         tagset: ground truth; each tag's object is outlined.
+
+    Raises:
+        InputError: no maps, a map off the layout's patch grid, a tag not in ``tagset``,
+            an image of another size than the TagSet's, or ``k`` below 1.
     """
     models = list(maps)
     tag_ids = sorted({t for m in maps.values() for t in m})
     if not models or not tag_ids:
         raise InputError("no attention maps to draw")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    if tuple(image.size) != tuple(tagset.image_size):
+        raise InputError(
+            f"the image is {image.width}×{image.height} but the TagSet is for a "
+            f"{tagset.image_size[0]}×{tagset.image_size[1]} image; draw the image the maps "
+            "were measured on"
+        )
+    grid = tuple(int(v) for v in layout.grid(image_index))
+    for model, by_tag in maps.items():
+        for tag_id, attention in by_tag.items():
+            shape = np.shape(attention)
+            if shape != grid:
+                raise InputError(
+                    f"the map of tag {tag_id} ({model!r}) has shape {shape} but the layout's "
+                    f"patch grid is {grid}; give one (rows, cols) map per tag"
+                )
     sns.set_theme(style="white")
     fig, axes = plt.subplots(
         len(tag_ids), len(models), figsize=(2.6 * len(models), 2.6 * len(tag_ids)), squeeze=False

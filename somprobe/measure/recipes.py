@@ -35,9 +35,9 @@ from tqdm.auto import tqdm
 
 from somprobe.capture.recorder import Recorder, digit_token_filter
 from somprobe.capture.teacher import TeacherForced, teacher_force
-from somprobe.data.listing import listing_answer
+from somprobe.data.listing import Describer, listing_answer
 from somprobe.errors import InputError
-from somprobe.measure.align import patch_attention, score_alignment
+from somprobe.measure.align import _ID_COLUMNS, SCORE_COLUMNS, patch_attention, score_alignment
 from somprobe.measure.mentions import find_tag_mentions
 from somprobe.models.inputs import build_prompt, prepare_inputs, to_model
 from somprobe.models.layout import ImageLayout
@@ -50,6 +50,55 @@ def _chunks(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def _positive(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_item(item: Any, where: str) -> TaggedImage:
+    """A TaggedImage whose image is the size its TagSet was made for."""
+    if not isinstance(item, TaggedImage):
+        raise InputError(
+            f"{where} is a {type(item).__name__}, not a TaggedImage (tag_regions makes them)"
+        )
+    if tuple(item.image.size) != tuple(item.tagset.image_size):
+        w, h = item.tagset.image_size
+        raise InputError(
+            f"{where}: the image is {item.image.width}×{item.image.height} but its TagSet is for "
+            f"a {w}×{h} image; tag the image you measure (tag_regions), or resize it back"
+        )
+    return item
+
+
+def _check_tagged(tagged: Any) -> list[TaggedImage]:
+    """The tagged images as a list, each checked by :func:`_check_item`."""
+    if isinstance(tagged, TaggedImage) or not isinstance(tagged, Sequence):
+        raise InputError(
+            f"tagged must be a list of TaggedImage, got a {type(tagged).__name__}; "
+            "wrap a single image in a list"
+        )
+    if not tagged:
+        raise InputError("no tagged images given")
+    return [_check_item(t, f"tagged[{i}]") for i, t in enumerate(tagged)]
+
+
+def _empty_scores() -> pd.DataFrame:
+    """The score table of a run in which no mention was captured."""
+    columns = ("image", *_ID_COLUMNS, "layer", "head", *SCORE_COLUMNS)
+    return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+
+
+def _with_position(mentions: pd.DataFrame) -> pd.DataFrame:
+    """``mentions`` with a ``position`` column (after ``scored_positions``): the last scored
+    token of each mention, the first at which the model has read the whole tag label, which
+    is the token :func:`~somprobe.probes.build_probe_dataset` reads the hidden state at."""
+    out = mentions.drop(columns="position", errors="ignore")
+    last = [int(p[-1]) for p in out["scored_positions"]]
+    where = list(out.columns).index("scored_positions") + 1
+    out.insert(where, "position", pd.Series(last, index=out.index, dtype="int64"))
+    return out
+
+
 def answer_mentions(
     tokenizer: Any,
     input_ids: torch.Tensor,
@@ -57,7 +106,24 @@ def answer_mentions(
     tagsets: Sequence[TagSet],
 ) -> list[pd.DataFrame]:
     """Per sequence ``b``, the tag mentions of its answer span ``spans[b]``, with absolute
-    token positions and ``batch = b`` (:func:`~somprobe.measure.find_tag_mentions`)."""
+    token positions and ``batch = b`` (:func:`~somprobe.measure.find_tag_mentions`).
+
+    Raises:
+        InputError: not one span and one TagSet per sequence, or a span that is not
+            ``start <= end`` within the sequence.
+    """
+    n, length = int(input_ids.shape[0]), int(input_ids.shape[1])
+    if not len(spans) == len(tagsets) == n:
+        raise InputError(
+            f"{n} sequences but {len(spans)} answer spans and {len(tagsets)} TagSets; give "
+            "one of each per sequence"
+        )
+    for b, (start, end) in enumerate(spans):
+        if not 0 <= start <= end <= length:
+            raise InputError(
+                f"answer span {(start, end)} of sequence {b} is not within its {length} tokens "
+                "(start <= end)"
+            )
     return [
         find_tag_mentions(
             tokenizer, input_ids[b, start:end].tolist(), tag_ids=tagset, offset=start, batch=b
@@ -73,6 +139,7 @@ def teacher_forced_listing(
     *,
     question: str = DEFAULT_QUESTION,
     answers: Sequence[str] | None = None,
+    describer: Describer | None = None,
     queries: str | Callable[[int], bool] | None = None,
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
@@ -86,6 +153,10 @@ def teacher_forced_listing(
         question: the user turn (default the paper's "List the tagged items one by one.").
         answers: the answers fed (default :func:`~somprobe.data.listing_answer` of each
             TagSet, "1. red circle\\n2. …").
+        describer: the phrase after each tag number in the default answers (default
+            :func:`~somprobe.data.label_describer`, the region's category; regions without
+            one, e.g. superpixels, need another, such as
+            :func:`~somprobe.data.listing.region_describer`). Called with the tagged image.
         queries: which answer tokens to capture: default the tag digits
             (:func:`~somprobe.capture.digit_token_filter`), or every answer token
             (``"answer"``) when a TagSet uses letter labels.
@@ -101,12 +172,17 @@ def teacher_forced_listing(
         ... # doctest: +SKIP
         >>> result.trace.hidden(0, int(mentions["position"][0]))  # doctest: +SKIP
     """
+    tagged = _check_tagged(tagged)
     if answers is not None and len(answers) != len(tagged):
         raise InputError(f"{len(answers)} answers for {len(tagged)} images")
     if queries is None:
         letter = any(t.tagset.label_mode == "letter" for t in tagged)
         queries = "answer" if letter else digit_token_filter(processor.tokenizer)
-    texts = list(answers) if answers is not None else [listing_answer(t.tagset) for t in tagged]
+    texts = (
+        list(answers)
+        if answers is not None
+        else [listing_answer(t.tagset, describer, t.image) for t in tagged]
+    )
     result = teacher_force(
         model,
         processor,
@@ -125,9 +201,7 @@ def teacher_forced_listing(
         result.answer_spans,
         [t.tagset for t in tagged],
     )
-    mentions = pd.concat(frames, ignore_index=True)
-    mentions["position"] = [int(p[-1]) for p in mentions["scored_positions"]]
-    return result, mentions
+    return result, _with_position(pd.concat(frames, ignore_index=True))
 
 
 def tag_attention_maps(
@@ -137,9 +211,11 @@ def tag_attention_maps(
     layer: int,
     *,
     question: str = DEFAULT_QUESTION,
+    describer: Describer | None = None,
 ) -> tuple[dict[int, np.ndarray], ImageLayout]:
     """Per tag id, the head-averaged attention map ``(rows, cols)`` of the tag's token at
-    ``layer``, teacher-forced through the image's listing: the paper's Fig. 4 input.
+    ``layer``, teacher-forced through the image's listing: the paper's Fig. 4 input
+    (``describer`` as for :func:`teacher_forced_listing`).
 
     Example:
         >>> maps, layout = tag_attention_maps(model, processor, tagged[0], layer=3)
@@ -148,7 +224,13 @@ def tag_attention_maps(
         ... # doctest: +SKIP
     """
     result, mentions = teacher_forced_listing(
-        model, processor, [item], question=question, layers=[layer], hidden_states=False
+        model,
+        processor,
+        [_check_item(item, "item")],
+        question=question,
+        describer=describer,
+        layers=[layer],
+        hidden_states=False,
     )
     return {
         int(m.tag_id): patch_attention(result.trace, result.layout, 0, [m.position])[0].mean(0)
@@ -164,6 +246,7 @@ def listing_alignment(
     mode: Literal["teacher_forced", "generated"] = "teacher_forced",
     question: str = DEFAULT_QUESTION,
     answers: Sequence[str] | None = None,
+    describer: Describer | None = None,
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
     k: int = 5,
@@ -181,6 +264,9 @@ def listing_alignment(
         mode: "teacher_forced" (the listing is given) or "generated" (the model writes).
         question: the user turn; default the paper's "List the tagged items one by one."
         answers: teacher-forced answers (default :func:`listing_answer` of each TagSet).
+        describer: the phrase after each tag number of the default teacher-forced answers
+            (see :func:`teacher_forced_listing`; e.g.
+            :func:`~somprobe.data.listing.region_describer` for regions without a category).
         layers, heads: what to capture (default all).
         k: top-k of the hit rate (the paper's Fig. 4 uses 5).
         batch_size: images per forward pass / generate call.
@@ -188,16 +274,26 @@ def listing_alignment(
         sinks: None or "auto" (exclude attention-sink patches, see ``score_alignment``).
         image_ids: names for the images in the output (default 0..n-1).
 
+    Raises:
+        InputError: no images, an item that is not a TaggedImage or whose image is not the
+            size of its TagSet, an unknown mode, or a non-positive ``k``, ``batch_size`` or
+            (generated) ``max_new_tokens``.
+        CaptureError: a layer or head the model does not have.
+
     Returns:
         ``(scores, mentions)``: scores one row per mention × layer × head, mentions one
-        row per mention (with the ``answer`` text and ``captured``). In both, ``batch``
-        is the image's index in ``tagged`` and ``image`` its id, so ``(batch, mention)``
-        identifies a mention across the whole run.
+        row per mention (with ``position``, the last scored token as in
+        :func:`teacher_forced_listing`, the ``answer`` text and ``captured``). In both,
+        ``batch`` is the image's index in ``tagged`` and ``image`` its id, so
+        ``(batch, mention)`` identifies a mention across the whole run.
     """
     if mode not in ("teacher_forced", "generated"):
         raise InputError(f"mode must be 'teacher_forced' or 'generated', got {mode!r}")
-    if not tagged:
-        raise InputError("no tagged images given")
+    tagged = _check_tagged(tagged)
+    _positive(k, "k")
+    _positive(batch_size, "batch_size")
+    if mode == "generated":
+        _positive(max_new_tokens, "max_new_tokens")
     ids = list(image_ids) if image_ids is not None else list(range(len(tagged)))
     if len(ids) != len(tagged):
         raise InputError(f"{len(ids)} image ids for {len(tagged)} images")
@@ -217,12 +313,12 @@ def listing_alignment(
                 items,
                 question=question,
                 answers=[answers[i] for i in chunk] if answers else None,
+                describer=describer,
                 layers=layers,
                 heads=heads,
             )
             trace, layout, input_ids = result.trace, result.layout, result.inputs["input_ids"]
             spans = result.answer_spans
-            found = found.drop(columns="position")
             per_item = [found[found["batch"] == b] for b in range(len(items))]
         else:
             images = [t.image for t in items]
@@ -235,7 +331,7 @@ def listing_alignment(
         captured = {(r.batch, r.position) for r in trace.records}
         for b, index in enumerate(chunk):
             start, end = spans[b]
-            mentions = per_item[b].reset_index(drop=True)
+            mentions = _with_position(per_item[b].reset_index(drop=True))
             mentions["captured"] = [
                 all((b, int(p)) in captured for p in ps) for ps in mentions["scored_positions"]
             ]
@@ -256,7 +352,7 @@ def listing_alignment(
             mentions.insert(0, "image", ids[index])
             mentions["answer"] = answer
             mention_frames.append(mentions)
-    scores_df = pd.concat(score_frames, ignore_index=True) if score_frames else pd.DataFrame()
+    scores_df = pd.concat(score_frames, ignore_index=True) if score_frames else _empty_scores()
     mentions_df = pd.concat(mention_frames, ignore_index=True)
     return scores_df, mentions_df
 

@@ -85,7 +85,16 @@ def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def adjust_pvalues(p: Sequence[float] | np.ndarray, method: Correction = "holm") -> np.ndarray:
-    """Correct a family of p-values: "holm", "bh" or "none"."""
+    """Correct a family of p-values: "holm", "bh" or "none" (NaN stays NaN).
+
+    Raises:
+        InputError: an unknown method, or a p-value outside [0, 1].
+    """
+    values = np.asarray(p, dtype=np.float64)
+    finite = values[~np.isnan(values)]
+    if finite.size and (finite.min() < 0 or finite.max() > 1):
+        bad = finite[(finite < 0) | (finite > 1)][0]
+        raise InputError(f"p-values must lie in [0, 1] (or be NaN), got {bad!r}")
     if method == "holm":
         return holm(p)
     if method == "bh":
@@ -128,6 +137,26 @@ def cohens_dz(d: Float[np.ndarray, " pair"]) -> float:
     return float(d.mean() / sd)
 
 
+_CI_METHODS = ("BCa", "percentile", "basic")
+_ALTERNATIVES = ("two-sided", "greater", "less")
+
+
+def _check_test_options(
+    alternative: str, n_resamples: int, confidence: float, ci_method: str
+) -> None:
+    """Options of :func:`paired_test` (checked even where no bootstrap ends up running)."""
+    if alternative not in _ALTERNATIVES:
+        raise InputError(f"alternative must be one of {_ALTERNATIVES}, got {alternative!r}")
+    if ci_method not in _CI_METHODS:
+        raise InputError(f"ci_method must be one of {_CI_METHODS}, got {ci_method!r}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int | np.integer):
+        raise InputError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    if n_resamples < 1:
+        raise InputError(f"n_resamples must be at least 1, got {n_resamples}")
+    if not 0 < confidence < 1:
+        raise InputError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+
+
 def paired_test(
     a: Float[np.ndarray, " pair"],
     b: Float[np.ndarray, " pair"],
@@ -140,6 +169,13 @@ def paired_test(
 ) -> dict[str, float]:
     """Wilcoxon test, bootstrap CI of the mean of ``b - a`` and effect sizes.
 
+    No pairs give NaN statistics (``n_pairs`` 0); one pair has no interval.
+
+    Raises:
+        InputError: ``a`` and ``b`` are not two 1-D arrays of one length, hold NaN or
+            infinity (drop those pairs; :func:`compare_models` does), or an option is
+            out of range.
+
     Example:
         >>> r = paired_test(np.array([0.1, 0.2, 0.3]), np.array([0.3, 0.5, 0.4]))
         >>> round(r["mean_diff"], 3), r["rank_biserial"]
@@ -148,7 +184,12 @@ def paired_test(
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
-        raise InputError(f"paired samples must be two 1-D arrays of one length, got {a.shape}")
+        raise InputError(
+            f"paired samples must be two 1-D arrays of one length, got {a.shape} and {b.shape}"
+        )
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise InputError("paired samples hold NaN or infinite values; drop those pairs first")
+    _check_test_options(alternative, n_resamples, confidence, ci_method)
     d = b - a
     n = d.size
     out: dict[str, float] = {
@@ -222,6 +263,10 @@ def compare_models(
         alpha: level for the ``significant`` column (on the adjusted p-value).
         alternative, n_resamples, confidence, ci_method, seed: see :func:`paired_test`.
 
+    Raises:
+        InputError: a table is empty or lacks a column, a metric is not numeric, pair
+            keys repeat within a group, or an option is out of range.
+
     Returns:
         Columns ``metric, *by, n_pairs, n_nan, n_unmatched_a, n_unmatched_b, mean_a,
         mean_b, mean_diff, median_diff, ci_low, ci_high, statistic, p_value, p_adjusted,
@@ -238,10 +283,18 @@ def compare_models(
         raise InputError(f"by={by} and pair_on={pair_on} must not share columns")
     if not 0 < confidence < 1 or not 0 < alpha < 1:
         raise InputError("confidence and alpha must lie strictly between 0 and 1")
+    _check_test_options(alternative, n_resamples, confidence, ci_method)
     adjust_pvalues([], correction)  # validates the name
     keys = by + pair_on
     for df, name in ((df_a, "df_a"), (df_b, "df_b")):
+        if not isinstance(df, pd.DataFrame):
+            raise InputError(f"{name} must be a DataFrame of scores, got {type(df).__name__}")
         _check_columns(df, keys + metrics, name)
+        if df.empty:
+            raise InputError(f"{name} has no rows: there is nothing to compare")
+        text = [m for m in metrics if not pd.api.types.is_numeric_dtype(df[m])]
+        if text:
+            raise InputError(f"{name}: metric column(s) {text} are not numeric; compare scores")
         dup = df.duplicated(keys)
         if dup.any():
             first = df.loc[dup, keys].iloc[0].to_dict()

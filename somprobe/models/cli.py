@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
+from somprobe.cli import command_group, run
+from somprobe.io import check_writable
 from somprobe.models.tiny import PRESETS, build_tiny_llava
 
-app = typer.Typer(
-    help="Build tiny, randomly initialised LLaVA models offline.", no_args_is_help=True
-)
+app = command_group(None, "Build tiny, randomly initialised LLaVA models offline.")
 
 
 @app.command("build-tiny")
@@ -30,6 +30,7 @@ def build_tiny(
     ] = False,
 ) -> None:
     """Write a tiny LLaVA that AutoProcessor / AutoModelForImageTextToText load offline."""
+    check_writable(out_dir / "config.json")
     overrides: dict[str, Any] = {"seed": seed, "pad_to_square": pad_to_square}
     if text_width is not None:
         overrides["text_width"] = text_width
@@ -37,3 +38,12 @@ def build_tiny(
         overrides["text_layers"] = text_layers
     path = build_tiny_llava(out_dir, preset, **overrides)
     typer.echo(f"wrote {path}")
+
+
+def main() -> None:
+    """``python -m somprobe.models.cli ...``: as ``somprobe models ...``."""
+    run(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,14 +7,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import torch
 from PIL import Image
 from torch import Tensor, nn
 from transformers import BatchFeature
 
 from somprobe.errors import InputError, LayoutError
+from somprobe.tagging.rgb import as_rgb_array
 
 
 def build_prompt(
@@ -24,7 +27,14 @@ def build_prompt(
 
     Without ``answer`` the prompt ends with the generation cue ("ASSISTANT:"); with it,
     the answer is appended as the assistant turn (for teacher forcing).
+
+    Raises:
+        InputError: ``question`` (or a given ``answer``) is not a string.
     """
+    if not isinstance(question, str):
+        raise InputError(f"question must be a string, got {type(question).__name__}")
+    if answer is not None and not isinstance(answer, str):
+        raise InputError(f"answer must be a string or None, got {type(answer).__name__}")
     content: list[dict[str, str]] = [{"type": "image"}] if with_image else []
     content.append({"type": "text", "text": question})
     messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
@@ -38,9 +48,45 @@ def build_prompt(
     return text if answer is None else f"{text} {answer}"
 
 
+def as_pil_image(image: Any, index: int = 0) -> Image.Image:
+    """A PIL image as is; a numpy array converted by :func:`somprobe.tagging.as_rgb_array`
+    (grayscale, RGBA over white, 16-bit and [0, 1] floats scaled) to an RGB image.
+
+    Raises:
+        InputError: anything else, an array :func:`~somprobe.tagging.as_rgb_array`
+            rejects, or an image without pixels.
+    """
+    if isinstance(image, Image.Image):
+        if image.width < 1 or image.height < 1:
+            raise InputError(f"image {index} has size {image.size}; it must be at least 1×1")
+        return image
+    if isinstance(image, np.ndarray):
+        try:
+            return Image.fromarray(as_rgb_array(image))
+        except InputError as err:
+            raise InputError(f"image {index}: {err}") from err
+    raise InputError(
+        f"image {index} is a {type(image).__name__}; pass PIL images or numpy arrays "
+        "((H, W) or (H, W, 3|4))"
+    )
+
+
+def _texts(prompts: Any) -> list[str]:
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise InputError(
+            f"prompts must be a list of strings (one per sequence), got {type(prompts).__name__}"
+        )
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt {i} is a {type(prompt).__name__}; prompts are strings")
+    if not prompts:
+        raise InputError("no prompts: give at least one prompt (build_prompt makes one)")
+    return list(prompts)
+
+
 def prepare_inputs(
     processor: Any,
-    images: Sequence[Image.Image],
+    images: Sequence[Image.Image | np.ndarray],
     prompts: Sequence[str],
     *,
     padding_side: str = "left",
@@ -48,14 +94,22 @@ def prepare_inputs(
 ) -> BatchFeature:
     """Run the processor on images and prompts; left-pad for batched generation.
 
+    Images are PIL images or numpy arrays; arrays are converted as
+    :func:`somprobe.tagging.as_rgb_array` documents (the same conversion tagging uses).
+
     Raises:
         LayoutError: the prompts' ``<image>`` placeholders and the images do not match.
-        InputError: an image is not a PIL image.
+        InputError: an image is neither a PIL image nor a convertible array, or has no
+            pixels; prompts are not a non-empty list of strings; a bad ``padding_side``.
     """
-    images = list(images)
-    for i, image in enumerate(images):
-        if not isinstance(image, Image.Image):
-            raise InputError(f"image {i} is a {type(image).__name__}; pass PIL images")
+    if isinstance(images, (Image.Image, np.ndarray, str, bytes)) or not isinstance(
+        images, Iterable
+    ):
+        raise InputError(f"images must be a list of images, got {type(images).__name__}")
+    images = [as_pil_image(image, i) for i, image in enumerate(images)]
+    prompts = _texts(prompts)
+    if padding_side not in ("left", "right"):
+        raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     token = getattr(processor, "image_token", "<image>")
     placeholders = sum(p.count(token) for p in prompts)
     if placeholders != len(images):
@@ -80,20 +134,43 @@ def prepare_inputs(
 
 
 def to_model(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """``inputs`` on the model's device, pixel values in the model's dtype.
+    """``inputs`` on the model's device, pixel values in the model's dtype (numpy arrays,
+    as ``return_tensors="np"`` gives them, become tensors).
 
     Example:
         >>> out = model(**to_model(model, prepare_inputs(processor, [image], [prompt])))
         ... # doctest: +SKIP
     """
-    parameter = next(model.parameters())
-    out = {k: v.to(parameter.device) if isinstance(v, Tensor) else v for k, v in inputs.items()}
+    if not isinstance(inputs, Mapping):
+        raise InputError(
+            f"inputs must be a mapping (the processor's output), got {type(inputs).__name__}"
+        )
+    parameter = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    if parameter is None:
+        raise InputError(
+            f"model must be a torch module with parameters, got {type(model).__name__}"
+        )
+    out = {
+        k: torch.as_tensor(v) if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" else v
+        for k, v in inputs.items()
+    }
+    out = {k: v.to(parameter.device) if isinstance(v, Tensor) else v for k, v in out.items()}
     if isinstance(out.get("pixel_values"), Tensor):
         out["pixel_values"] = out["pixel_values"].to(parameter.dtype)
     return out
 
 
 def pad_token_id(tokenizer: Any) -> int | None:
-    """The tokenizer's padding id, else its end-of-sequence id (LLaMA has no pad token)."""
+    """The tokenizer's padding id, else its end-of-sequence id (LLaMA has no pad token).
+
+    A processor is accepted too (its ``.tokenizer`` is used).
+    """
+    if not hasattr(tokenizer, "pad_token_id") and hasattr(tokenizer, "tokenizer"):
+        tokenizer = tokenizer.tokenizer
+    if not (hasattr(tokenizer, "pad_token_id") and hasattr(tokenizer, "eos_token_id")):
+        raise InputError(
+            f"pad_token_id needs a tokenizer (with pad_token_id and eos_token_id), got "
+            f"{type(tokenizer).__name__}"
+        )
     pad = tokenizer.pad_token_id
     return pad if pad is not None else tokenizer.eos_token_id

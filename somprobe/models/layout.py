@@ -21,7 +21,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -111,6 +112,38 @@ class Preprocess:
         )
 
 
+def _int(value: Any, what: str) -> int:
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise InputError(f"{what} must be an integer, got {value!r}")
+
+
+def _size_pair(size: Any, index: int) -> tuple[int, int]:
+    """``(width, height)`` given for image ``index``, as two integers."""
+    try:
+        width, height = (_int(v, "size") for v in size)
+    except (InputError, TypeError, ValueError) as err:
+        raise InputError(
+            f"image size {index} must be (width, height), two integers, got {size!r}"
+        ) from err
+    return width, height
+
+
+def _image_size(image: Any, index: int) -> tuple[int, int]:
+    """``(width, height)`` of a PIL image or an ``(H, W)`` / ``(H, W, C)`` array."""
+    if isinstance(image, Image.Image):
+        return image.size
+    if isinstance(image, np.ndarray) and image.ndim in (2, 3):
+        return int(image.shape[1]), int(image.shape[0])
+    shape = f" of shape {image.shape}" if isinstance(image, np.ndarray) else ""
+    raise InputError(
+        f"image {index} is a {type(image).__name__}{shape}; pass PIL images or (H, W[, C]) arrays"
+    )
+
+
 def _get(size: Any) -> dict[str, Any]:
     if isinstance(size, Mapping):
         return dict(size)
@@ -170,6 +203,7 @@ class PatchGrid:
 
         With ``clip`` the box is cut to the image (a padding-only patch gives an empty box).
         """
+        index = _int(index, "patch index")
         if not 0 <= index < self.rows * self.cols:
             raise InputError(f"patch {index} out of range: the grid has {self.rows * self.cols}")
         r, c = divmod(index, self.cols)
@@ -189,7 +223,8 @@ class PatchGrid:
 
         Pixels are unit squares; a patch's area is measured in original pixels, so a patch
         that is partly padding is covered at most by its image part, and parts of the
-        image that were cropped away do not count.
+        image that were cropped away do not count. A soft mask (floats in [0, 1]) counts
+        each pixel by its value.
         """
         mask = np.asarray(mask)
         width, height = self.preprocess.original_size
@@ -198,6 +233,12 @@ class PatchGrid:
                 f"mask has shape {mask.shape} but the image is {width}×{height} "
                 f"(expected shape ({height}, {width})); masks must be in original-image pixels"
             )
+        if mask.dtype.kind not in "biuf":
+            raise InputError(f"mask has dtype {mask.dtype}; pass a boolean (or 0/1) array")
+        if mask.dtype.kind != "b" and not (
+            np.isfinite(mask).all() and mask.min() >= 0 and mask.max() <= 1
+        ):
+            raise InputError("mask values must lie in [0, 1] (a boolean or 0/1 mask)")
         x0, x1, y0, y1 = self._edges()
         wx = _interval_overlap(x0, x1, width)  # (cols, width)
         wy = _interval_overlap(y0, y1, height)  # (rows, height)
@@ -207,7 +248,13 @@ class PatchGrid:
 
     def box_to_patches(self, box: Sequence[float]) -> Float[np.ndarray, "rows cols"]:
         """Fraction of each patch's area inside a pixel box ``(x0, y0, x1, y1)``."""
-        bx0, by0, bx1, by1 = (float(v) for v in box)
+        try:
+            values = [float(v) for v in box]
+        except (TypeError, ValueError) as err:
+            raise InputError(f"box must be four numbers (x0, y0, x1, y1), got {box!r}") from err
+        if len(values) != 4 or not all(np.isfinite(values)):
+            raise InputError(f"box must be four finite numbers (x0, y0, x1, y1), got {box!r}")
+        bx0, by0, bx1, by1 = values
         if bx1 < bx0 or by1 < by0:
             raise InputError(f"box {tuple(box)} has negative size; expected (x0, y0, x1, y1)")
         x0, x1, y0, y1 = self._edges()
@@ -239,17 +286,28 @@ class ImageLayout:
         return len(self.images)
 
     def _entry(self, image: int) -> ImageEntry:
+        image = _int(image, "image index")
         if not 0 <= image < len(self.images):
             raise InputError(f"image {image} out of range: the batch has {len(self.images)} images")
         return self.images[image]
 
+    def _grid(self, image: int, grid: int) -> PatchGrid:
+        grids = self._entry(image).grids
+        grid = _int(grid, "grid index")
+        if not 0 <= grid < len(grids):
+            raise InputError(
+                f"grid {grid} out of range: image {image} has {len(grids)} grid(s) "
+                f"(0..{len(grids) - 1})"
+            )
+        return grids[grid]
+
     def grid(self, image: int = 0, grid: int = 0) -> tuple[int, int]:
-        g = self._entry(image).grids[grid]
+        g = self._grid(image, grid)
         return g.rows, g.cols
 
     def patch_positions(self, image: int = 0, grid: int = 0) -> Int[np.ndarray, " patches"]:
         """Token positions of the patches of ``image`` (row-major), CLS excluded."""
-        return self._entry(image).grids[grid].positions
+        return self._grid(image, grid).positions
 
     def image_token_positions(self, image: int = 0) -> Int[np.ndarray, " tokens"]:
         """All image-token positions of ``image`` (the CLS included under "full")."""
@@ -294,12 +352,32 @@ class ImageLayout:
         Args:
             processor: the LLaVA processor that made ``inputs``.
             inputs: its output (a BatchFeature or dict).
-            images: the original images, in the order given to the processor; or
+            images: the original images (PIL images or numpy arrays), in the order given
+                to the processor; or
             image_sizes: their ``(width, height)``.
+
+        Raises:
+            InputError: neither or both of ``images``/``image_sizes``, images that are not
+                images, sizes that are not two positive integers, inputs without
+                ``input_ids``.
+            LayoutError: the images and the ``<image>`` tokens of ``inputs`` do not match.
         """
         if (images is None) == (image_sizes is None):
             raise InputError("pass exactly one of images= or image_sizes= (original sizes)")
-        sizes = [tuple(im.size) for im in images] if images is not None else list(image_sizes or [])
+        given: Any = images if images is not None else image_sizes
+        if isinstance(given, (str, bytes, Image.Image, np.ndarray)) or not isinstance(
+            given, Iterable
+        ):
+            what = "images" if images is not None else "image_sizes"
+            raise InputError(f"{what} must be a list (one per image), got {type(given).__name__}")
+        if images is not None:
+            sizes = [_image_size(im, i) for i, im in enumerate(images)]
+        else:
+            sizes = [_size_pair(size, i) for i, size in enumerate(given)]
+        if not isinstance(inputs, Mapping) or "input_ids" not in inputs:
+            raise InputError(
+                "inputs must be the processor's output, with input_ids (prepare_inputs makes it)"
+            )
         input_ids = torch.as_tensor(inputs["input_ids"])
         if input_ids.ndim == 1:
             input_ids = input_ids[None]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForImageTextToText,
@@ -21,7 +22,7 @@ from transformers import (
     ProcessorMixin,
 )
 
-from somprobe.errors import ModelLoadError, UnsupportedModelError
+from somprobe.errors import InputError, ModelLoadError, UnsupportedModelError
 
 SUPPORTED_MODEL_TYPES = ("llava",)
 
@@ -48,7 +49,9 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
 def _hub_error(name: str, err: Exception) -> ModelLoadError:
     local = Path(name).expanduser()
     if local.exists():
-        return ModelLoadError(f"could not load a LLaVA model from {local}: {err}")
+        return ModelLoadError(
+            f"could not load a LLaVA model from {local}: {type(err).__name__}: {err}"
+        )
     return ModelLoadError(
         f"{name!r} is neither a local folder nor a checkpoint in the local Hugging Face cache, "
         "and this run is offline (or the hub cannot be reached). Download it once on a "
@@ -57,6 +60,22 @@ def _hub_error(name: str, err: Exception) -> ModelLoadError:
         "folder's path instead. Original error: "
         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     )
+
+
+def _broken_weights(name: str) -> str:
+    """The first ``*.safetensors`` file of a local checkpoint whose header cannot be read."""
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return "a weights file (*.safetensors)"
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except (SafetensorError, OSError):
+            return str(path)
+    return f"a weights file in {folder}"
 
 
 def load_model(
@@ -83,13 +102,20 @@ def load_model(
         ``(model, processor)``: a ``LlavaForConditionalGeneration`` and its processor.
 
     Raises:
-        ModelLoadError: the checkpoint cannot be found offline, or is broken.
+        ModelLoadError: the checkpoint cannot be found offline, or is broken (a truncated
+            or corrupt weights or tokenizer file, weights that do not fit its config, an
+            unknown attention implementation).
         UnsupportedModelError: the checkpoint is not a LLaVA model.
+        InputError: ``name_or_path`` is not a string or path.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise InputError(
+            f"name_or_path must be a hub name or a folder, got {type(name_or_path).__name__}"
+        )
     name = os.fspath(name_or_path)
     try:
         config = AutoConfig.from_pretrained(name)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # missing offline, or a config.json that is cut or malformed
         raise _hub_error(name, err) from err
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
@@ -97,16 +123,24 @@ def load_model(
             f"{name!r} is a {model_type!r} model; somprobe supports {SUPPORTED_MODEL_TYPES} "
             "(LlavaForConditionalGeneration checkpoints such as llava-hf/llava-1.5-7b-hf)"
         )
+    torch_dtype = resolve_dtype(dtype)
     try:
         processor = AutoProcessor.from_pretrained(name)
         model = AutoModelForImageTextToText.from_pretrained(
             name,
-            dtype=resolve_dtype(dtype),
+            dtype=torch_dtype,
             device_map=device_map,
             attn_implementation=attn_implementation,
             **model_kwargs,
         )
-    except OSError as err:
+    except SafetensorError as err:
+        raise ModelLoadError(
+            f"could not load a LLaVA model from {name}: {_broken_weights(name)} is truncated or "
+            f"corrupt ({err}); download it again (or rebuild it, for a tiny model)"
+        ) from err
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as err:  # a broken checkpoint fails anywhere inside from_pretrained
         raise _hub_error(name, err) from err
     model.eval()
     return model, processor

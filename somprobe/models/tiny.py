@@ -30,7 +30,8 @@ from transformers import (
     LlavaProcessor,
 )
 
-from somprobe.errors import InputError
+from somprobe.errors import InputError, WriteError
+from somprobe.io import atomic_write, check_writable
 from somprobe.models.tokenizer import IMAGE_TOKEN, build_llama_like_tokenizer
 
 
@@ -64,6 +65,28 @@ class TinyLlavaShape:
         return n if self.vision_feature_select_strategy == "default" else n + 1
 
     def validate(self) -> None:
+        """Raise :class:`InputError` naming the first knob that cannot make a model."""
+        counts = (
+            "image_size",
+            "patch_size",
+            "vision_layers",
+            "vision_width",
+            "vision_heads",
+            "text_layers",
+            "text_width",
+            "text_heads",
+            "max_position_embeddings",
+        )
+        for name in (*counts, "num_key_value_heads", "vision_feature_layer", "seed"):
+            value = getattr(self, name)
+            if name == "num_key_value_heads" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(
+                    f"invalid tiny LLaVA shape: {name} must be an integer, got {value!r}"
+                )
+            if (name in counts or name == "num_key_value_heads") and value < 1:
+                raise InputError(f"invalid tiny LLaVA shape: {name} must be ≥ 1, got {value}")
         checks = [
             (self.image_size % self.patch_size == 0, "patch_size must divide image_size"),
             (self.vision_width % self.vision_heads == 0, "vision_heads must divide vision_width"),
@@ -104,9 +127,19 @@ PRESETS: dict[str, TinyLlavaShape] = {
 
 
 def tiny_llava_shape(preset: str = "test", **overrides: Any) -> TinyLlavaShape:
-    """A named preset with any fields overridden."""
+    """A named preset with any fields overridden.
+
+    Raises:
+        InputError: an unknown preset or field, or a shape that cannot make a model.
+    """
     if preset not in PRESETS:
         raise InputError(f"unknown tiny LLaVA preset {preset!r}; choose one of {sorted(PRESETS)}")
+    unknown = set(overrides) - set(TinyLlavaShape.__dataclass_fields__)
+    if unknown:
+        raise InputError(
+            f"unknown tiny LLaVA option(s) {sorted(unknown)}; "
+            f"valid: {sorted(TinyLlavaShape.__dataclass_fields__)}"
+        )
     shape = replace(PRESETS[preset], **overrides)
     shape.validate()
     return shape
@@ -190,16 +223,15 @@ def build_tiny_llava(
     Returns:
         The folder, loadable with :func:`somprobe.load_model` or the HF Auto classes.
 
+    Raises:
+        InputError: an unknown preset or option, or a shape that cannot make a model.
+        WriteError: ``out_dir`` cannot be created or written.
+
     Example:
         >>> path = build_tiny_llava("/tmp/m", num_key_value_heads=2, seed=1)
     """
-    unknown = set(shape) - set(TinyLlavaShape.__dataclass_fields__)
-    if unknown:
-        raise InputError(
-            f"unknown tiny LLaVA option(s) {sorted(unknown)}; "
-            f"valid: {sorted(TinyLlavaShape.__dataclass_fields__)}"
-        )
     spec = tiny_llava_shape(preset, **shape)
+    out = check_writable(Path(out_dir) / "config.json").parent  # fail before the work
     processor = build_tiny_processor(spec)
     config = tiny_llava_config(
         spec, vocab_size=len(processor.tokenizer), image_token_id=processor.image_token_id
@@ -211,11 +243,13 @@ def build_tiny_llava(
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     model.generation_config.bos_token_id = processor.tokenizer.bos_token_id
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / "somprobe_shape.json").write_text(_shape_json(spec))
+    try:
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
+    except OSError as err:
+        raise WriteError(f"cannot write the tiny model to {out}: {err.strerror or err}") from err
+    with atomic_write(out / "somprobe_shape.json") as fh:
+        fh.write(_shape_json(spec))
     return out
 
 

@@ -29,6 +29,8 @@ from tokenizers import (
 )
 from transformers import PreTrainedTokenizerFast
 
+from somprobe.errors import InputError
+
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 IMAGE_TOKEN = "<image>"
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
@@ -89,8 +91,8 @@ def _corpus() -> list[str]:
 
 
 def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
-    # Word starts get "▁"; digits and newlines become pieces of their own (a newline then
-    # has no learned piece and falls back to the byte token <0x0A>, as in LLaMA).
+    # Word starts get "▁"; digits and newlines become pieces of their own. The corpus holds
+    # newlines, so "\n" is a learned piece here; in LLaMA it is the byte token <0x0A>.
     return pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split("\n", behavior="isolated"),
@@ -109,7 +111,12 @@ def build_llama_like_tokenizer(vocab_size: int = 1200) -> PreTrainedTokenizerFas
     Returns:
         A fast tokenizer with ``<s>``/``</s>``/``<unk>``/``<pad>`` and the ``<image>``
         special token, and the vicuna_v1 chat template.
+
+    Raises:
+        InputError: ``vocab_size`` is not an integer ≥ 0.
     """
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 0:
+        raise InputError(f"vocab_size must be an integer ≥ 0, got {vocab_size!r}")
     trainer_tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     trainer_tokenizer.normalizer = normalizers.NFC()
     trainer_tokenizer.pre_tokenizer = _pre_tokenizer()

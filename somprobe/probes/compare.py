@@ -26,6 +26,7 @@ import pandas as pd
 from somprobe.errors import ProbeError
 from somprobe.probes.bootstrap import Resampler
 from somprobe.probes.evaluate import ProbeResult
+from somprobe.probes.validate import check_count, check_open_unit
 
 _KEYS = ["layer", "target", "probe"]
 
@@ -45,12 +46,33 @@ def compare_probes(
     are compared by R² (their ``y`` must agree); selectivity rows are the difference of
     the two models' task − control differences.
 
+    ``n_boot=0`` skips the intervals (``ci_low`` and ``ci_high`` NaN).
+
     Returns:
         tidy DataFrame: ``layer``, ``target``, ``probe``, ``metric``, ``value`` (b − a),
         ``ci_low``, ``ci_high``, ``value_a``, ``value_b``, ``n_pairs``, ``model_a``,
         ``model_b``.
+
+    Raises:
+        ProbeError: no shared test samples, samples of different images, a result without
+            the per-sample columns, not two names, ``n_boot`` < 0 or ``ci`` outside (0, 1).
     """
+    check_count(n_boot, "n_boot", 0)
+    check_open_unit(ci, "ci")
+    if isinstance(names, str) or len(names) != 2:
+        raise ProbeError(f"names must be two model names (a, b); got {names!r}")
     cols = [*_KEYS, "metric", "sample_id", "group", "y", "score"]
+    for side, result in (("a", a), ("b", b)):
+        table = getattr(result, "per_sample", None)
+        if not isinstance(table, pd.DataFrame):
+            raise ProbeError(
+                f"{side} must be a ProbeResult (run_probes), got {type(result).__name__}"
+            )
+        missing = [c for c in cols if c not in table.columns]
+        if missing:
+            raise ProbeError(
+                f"{side}.per_sample lacks column(s) {missing}; pass run_probes' result"
+            )
     merged = a.per_sample[cols].merge(
         b.per_sample[cols], on=[*_KEYS, "metric", "sample_id"], suffixes=("_a", "_b")
     )

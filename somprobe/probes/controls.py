@@ -18,15 +18,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from somprobe.errors import ProbeError
+
 
 def control_labels(tag_ids: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
     """Control target: each distinct tag id → one label drawn from the task's labels.
 
     Works for class indices and for continuous targets alike (a value is drawn from the
     empirical distribution of ``labels``). Deterministic in ``seed`` and the set of tag ids.
+
+    Raises:
+        ProbeError: ``tag_ids`` and ``labels`` differ in length (one label per sample).
     """
     tag_ids = np.asarray(tag_ids)
     labels = np.asarray(labels)
+    if tag_ids.shape[:1] != labels.shape[:1]:
+        raise ProbeError(
+            f"{len(tag_ids)} tag ids but {len(labels)} labels; give one label per sample"
+        )
     uniq, inverse = np.unique(tag_ids.astype(str), return_inverse=True)
     rng = np.random.default_rng(seed)
     drawn = labels[rng.integers(0, labels.size, size=uniq.size)]
@@ -34,5 +43,14 @@ def control_labels(tag_ids: np.ndarray, labels: np.ndarray, seed: int = 0) -> np
 
 
 def majority_class(labels: np.ndarray) -> int:
-    """The most frequent class index (the smallest one on ties)."""
-    return int(np.bincount(np.asarray(labels, dtype=np.int64)).argmax())
+    """The most frequent class index (the smallest one on ties).
+
+    Raises:
+        ProbeError: no labels, or labels that are not class indices (integers ≥ 0).
+    """
+    arr = np.asarray(labels)
+    if arr.size == 0:
+        raise ProbeError("no labels: a majority class needs at least one")
+    if arr.dtype.kind not in "biu" or arr.min() < 0:
+        raise ProbeError("labels must be class indices (integers ≥ 0); encode the classes first")
+    return int(np.bincount(arr.astype(np.int64)).argmax())

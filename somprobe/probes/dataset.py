@@ -36,7 +36,9 @@ from torch import Tensor
 from somprobe.errors import DataFormatError, InputError, TagMentionError
 from somprobe.tagging.types import Tag, TagSet
 
-#: Columns every samples table has; tag metadata keys may not reuse these names.
+#: Columns every samples table has; a tag-metadata key with one of these names is kept
+#: as ``META_PREFIX + key`` (COCO regions carry their annotation's ``area``, in pixels,
+#: which becomes ``meta_area`` beside the built-in ``area``, a share of the image).
 RESERVED_COLUMNS = (
     "sample",
     "batch",
@@ -50,6 +52,8 @@ RESERVED_COLUMNS = (
 )
 #: The regression targets derived from each tag's mask, normalised to [0, 1].
 REGION_TARGETS = ("centroid_x", "centroid_y", "area")
+#: Prefix of the column that keeps a tag-metadata key named like a built-in column.
+META_PREFIX = "meta_"
 
 
 @runtime_checkable
@@ -75,9 +79,10 @@ class ProbeDataset:
         features: ``[layer, sample, dim]`` hidden states (float32 unless given float64).
         samples: one row per sample, in feature order: ``sample``, ``batch``,
             ``position``, ``image_id`` (the grouping unit for splits), ``tag_id``,
-            ``category``, every tag-metadata key, and ``centroid_x``, ``centroid_y``,
-            ``area`` (mask centroid over width/height and mask pixels over width × height),
-            plus any extra columns the mentions table had.
+            ``category``, every tag-metadata key (a key named like one of these
+            built-in columns, e.g. COCO's ``area``, as ``meta_<key>``), and
+            ``centroid_x``, ``centroid_y``, ``area`` (mask centroid over width/height and
+            mask pixels over width × height), plus any extra columns the mentions table had.
         layers: the layer index of each entry of ``features``'s first axis.
         target_columns: the ground-truth columns (category, metadata keys, region targets).
     """
@@ -136,17 +141,41 @@ def region_targets(mask: np.ndarray, image_size: tuple[int, int]) -> tuple[float
     )
 
 
+def _metadata_columns(tag: Tag) -> dict[str, object]:
+    """The tag's metadata as sample columns: a key named like a built-in column is kept
+    as ``meta_<key>`` (the built-in value wins its own name; nothing is dropped)."""
+    out: dict[str, object] = {}
+    for key, value in tag.metadata.items():
+        name = f"{META_PREFIX}{key}" if key in RESERVED_COLUMNS else str(key)
+        if name != key and name in tag.metadata:
+            raise DataFormatError(
+                f"tag {tag.id} has metadata keys {key!r} and {name!r}: {key!r} clashes with a "
+                f"built-in sample column {list(RESERVED_COLUMNS)} and would be kept as "
+                f"{name!r}, which is taken; rename one of them in the tag metadata"
+            )
+        out[name] = value
+    return out
+
+
 def _tag_row(tag: Tag, tagset: TagSet) -> dict[str, object]:
-    clash = sorted(set(tag.metadata) & set(RESERVED_COLUMNS))
-    if clash:
-        raise DataFormatError(
-            f"tag {tag.id} has metadata keys {clash} that clash with built-in sample columns "
-            f"{list(RESERVED_COLUMNS)}; rename them in the tag metadata"
-        )
     cx, cy, area = region_targets(np.asarray(tag.mask, bool), tagset.image_size)
-    row: dict[str, object] = {"category": tag.category, **tag.metadata}
+    row: dict[str, object] = {"category": tag.category, **_metadata_columns(tag)}
     row.update(centroid_x=cx, centroid_y=cy, area=area)
     return row
+
+
+def _whole(value: object, row: int, column: str) -> int:
+    """A mention's batch / position / tag id as an int: a whole number ≥ 0."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (np.isfinite(number) and number >= 0 and number == int(number)):
+        raise TagMentionError(
+            f"mention {row}: {column} {value!r} must be a whole number ≥ 0 (a batch index, "
+            "token position or tag id)"
+        )
+    return int(number)
 
 
 def build_probe_dataset(
@@ -170,12 +199,25 @@ def build_probe_dataset(
         A :class:`ProbeDataset` with one sample per mention, in the mentions' order.
 
     Raises:
-        TagMentionError: a mention names a batch item, tag or position that is not there.
-        DataFormatError: a tag's mask does not fit its TagSet's image size.
+        InputError: ``mentions`` is not a DataFrame or ``trace`` has no ``hidden``.
+        TagMentionError: a mention names a batch item, tag or position that is not there
+            (or one that is not a whole number ≥ 0).
+        DataFormatError: a tag's mask does not fit its TagSet's image size, or its
+            metadata has both a built-in column's name and that name with ``meta_``.
         ProbeError: the hidden states contain NaN or infinity.
     """
     from somprobe.probes.validate import check_finite
 
+    if not isinstance(mentions, pd.DataFrame):
+        raise InputError(
+            f"mentions must be a DataFrame with batch, position and tag_id, got "
+            f"{type(mentions).__name__}"
+        )
+    if not callable(getattr(trace, "hidden", None)) or not hasattr(trace, "layers"):
+        raise InputError(
+            f"trace must have layers and hidden(batch, position) (a capture Trace), got "
+            f"{type(trace).__name__}"
+        )
     need = {"batch", "position", "tag_id"}
     if not need <= set(mentions.columns):
         raise TagMentionError(f"mentions need columns {sorted(need)}; got {list(mentions.columns)}")
@@ -197,7 +239,11 @@ def build_probe_dataset(
     rows: list[dict[str, object]] = []
     hidden: list[Tensor] = []
     for i, m in enumerate(mentions.itertuples(index=False)):
-        batch, position, tag_id = int(m.batch), int(m.position), int(m.tag_id)  # type: ignore[attr-defined]
+        batch, position, tag_id = (
+            _whole(m.batch, i, "batch"),  # type: ignore[attr-defined]
+            _whole(m.position, i, "position"),  # type: ignore[attr-defined]
+            _whole(m.tag_id, i, "tag_id"),  # type: ignore[attr-defined]
+        )
         if not 0 <= batch < len(tagsets):
             raise TagMentionError(
                 f"mention {i} is in batch item {batch} but there are {len(tagsets)} TagSets"
@@ -212,7 +258,13 @@ def build_probe_dataset(
                 f"mention {i} is at batch {batch}, position {position}, which the trace did not "
                 "capture; add the mention positions to the capture request"
             )
-        h = torch.as_tensor(trace.hidden(batch, position))
+        try:
+            h = torch.as_tensor(trace.hidden(batch, position))
+        except (KeyError, IndexError, ValueError) as err:
+            raise TagMentionError(
+                f"mention {i}: the trace has no hidden state at batch {batch}, position "
+                f"{position} ({err!r}); capture that position"
+            ) from err
         if h.ndim != 2 or h.shape[0] != len(trace.layers):
             raise TagMentionError(
                 f"trace.hidden({batch}, {position}) returned shape {tuple(h.shape)}; expected "

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -46,7 +47,13 @@ from somprobe.probes.dataset import ProbeDataset
 from somprobe.probes.models import fit_logistic, fit_ridge, fit_standardizer, predict_logits
 from somprobe.probes.solver import spectral_preconditioner
 from somprobe.probes.splits import group_folds, holdout_mask
-from somprobe.probes.validate import check_finite, check_target_values
+from somprobe.probes.validate import (
+    check_count,
+    check_finite,
+    check_open_unit,
+    check_strengths,
+    check_target_values,
+)
 
 Kind = Literal["classification", "regression"]
 LOGISTIC_LAMBDAS = tuple(float(v) for v in np.logspace(-4, 1, 6))
@@ -212,24 +219,56 @@ def probe_layers(
     """Fit and score linear probes of every layer for each target (see module docstring).
 
     Args:
-        features: ``[layer, sample, dim]`` hidden states (any float dtype; processed
-            ``layer_chunk`` layers at a time in float32, or float64 if given float64).
+        features: ``[layer, sample, dim]`` hidden states, a tensor or an array (any float
+            dtype; processed ``layer_chunk`` layers at a time in float32, or float64 if
+            given float64).
         targets: name → one value per sample. Float arrays are regression targets (ridge),
             anything else classification targets (logistic); override with ``kinds``.
         groups: image id of each sample; splits never separate an image's samples.
         tag_ids: tag id of each sample; enables the control task and selectivity.
         layers: layer labels for the tables (default 0..L-1).
         sample_ids: keys that identify a sample across models (default 0..n-1).
-        lambdas / ridge_lambdas: L2 grids for logistic / ridge probes.
+        lambdas / ridge_lambdas: L2 grids for logistic / ridge probes (finite, positive).
         rank: rank limit for logistic probes (``None``: full rank).
+        n_boot: bootstrap resamples of the intervals; 0 skips them (``ci_low`` and
+            ``ci_high`` are NaN, the point estimates stay).
+        layer_chunk: layers fitted at a time (default: as many as fit in 2 GiB).
 
     Raises:
-        ProbeError: NaN/inf features, a target with one class or missing values, fewer
-            images than folds, mismatched lengths.
+        ProbeError: NaN/inf features, no samples or no feature dimensions, a target with
+            one class or missing values (or a regression target that is not numeric),
+            fewer images than folds, mismatched lengths, an unknown kind, or an option
+            out of range (``n_folds`` < 2, ``n_boot`` < 0, ``ci`` or ``test_size`` outside
+            (0, 1), ``max_iter`` or ``layer_chunk`` < 1, ``tol`` < 0, empty or
+            non-positive L2 grids).
     """
+    if not isinstance(features, torch.Tensor):
+        try:
+            features = torch.as_tensor(np.asarray(features))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ProbeError(f"features must be a [layer, sample, dim] tensor: {err}") from err
     if features.ndim != 3:
         raise ProbeError(f"features must be [layer, sample, dim]; got {tuple(features.shape)}")
     L, n, d = features.shape
+    if n == 0:
+        raise ProbeError("features have no samples: there is nothing to probe")
+    if d == 0:
+        raise ProbeError("features have no dimensions (dim 0): there is nothing to probe with")
+    check_count(n_folds, "n_folds", 2)
+    check_count(n_boot, "n_boot", 0)
+    check_count(max_iter, "max_iter", 1)
+    check_open_unit(ci, "ci")
+    check_open_unit(test_size, "test_size")
+    if not (isinstance(tol, int | float) and np.isfinite(tol) and tol >= 0):
+        raise ProbeError(f"tol must be a finite number ≥ 0; got {tol!r}")
+    if layer_chunk is not None:
+        check_count(layer_chunk, "layer_chunk", 1)
+    if rank is not None:
+        check_count(rank, "rank", 1)
+    lam_grid = check_strengths(LOGISTIC_LAMBDAS if lambdas is None else lambdas, "lambdas")
+    ridge_grid = check_strengths(
+        RIDGE_LAMBDAS if ridge_lambdas is None else ridge_lambdas, "ridge_lambdas"
+    )
     layer_names = list(range(L)) if layers is None else list(layers)
     groups_a = np.asarray(groups, dtype=object)
     ids = np.arange(n) if sample_ids is None else np.asarray(sample_ids, dtype=object)
@@ -242,6 +281,9 @@ def probe_layers(
         raise ProbeError("no targets given; name at least one column to probe")
     check_finite(features, layer_names)
     kinds = dict(kinds or {})
+    odd = {k: v for k, v in kinds.items() if v not in ("classification", "regression")}
+    if odd:
+        raise ProbeError(f"kinds must be 'classification' or 'regression'; got kind {odd}")
     cls_targets: dict[str, np.ndarray] = {}
     reg_targets: dict[str, np.ndarray] = {}
     for name, values in targets.items():
@@ -249,6 +291,14 @@ def probe_layers(
         if len(arr) != n:
             raise ProbeError(f"target {name!r} has {len(arr)} values for {n} samples")
         kind = kinds.get(name, _infer_kind(arr))
+        if kind == "regression" and arr.dtype.kind not in "biuf":
+            try:
+                arr = arr.astype(float)
+            except (TypeError, ValueError) as err:
+                raise ProbeError(
+                    f"target {name!r} is not numeric ({err}); a regression target needs "
+                    "numbers (probe it as classification)"
+                ) from err
         check_target_values(arr, name, kind)
         if kind == "regression":
             reg_targets[name] = arr.astype(float)
@@ -279,8 +329,6 @@ def probe_layers(
 
     n_cls = max([c for _, c in encoded.values()], default=2)
     chunk = layer_chunk or _auto_chunk(n, d, len(variants) * n_folds, n_cls)
-    lam_grid = list(lambdas or LOGISTIC_LAMBDAS)
-    ridge_grid = list(ridge_lambdas or RIDGE_LAMBDAS)
     dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
     test_t = torch.as_tensor(test)
 
@@ -469,7 +517,21 @@ def run_probes(
     Samples are grouped by ``image_id``; the control task uses ``tag_id``. Sample keys for
     :func:`compare_probes` are ``image_id/tag_id/k`` (the k-th mention of that tag).
     Other keyword arguments go to :func:`probe_layers`.
+
+    Raises:
+        ProbeError: ``dataset`` is not a ProbeDataset, a target is not a sample column, a
+            keyword is not an option of :func:`probe_layers`, or as :func:`probe_layers`.
     """
+    if not isinstance(dataset, ProbeDataset):
+        raise ProbeError(
+            f"run_probes needs a ProbeDataset (build_probe_dataset), got {type(dataset).__name__}"
+        )
+    options = set(inspect.signature(probe_layers).parameters) - {
+        "features", "targets", "groups", "tag_ids", "layers", "sample_ids"
+    }  # fmt: skip
+    unknown = sorted(set(kwargs) - options)
+    if unknown:
+        raise ProbeError(f"unknown option(s) {unknown}; run_probes takes {sorted(options)}")
     s = dataset.samples
     names = list(targets) if targets is not None else dataset.targets()
     missing = [t for t in names if t not in s.columns]

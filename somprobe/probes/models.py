@@ -37,6 +37,11 @@ from torch import Tensor
 from somprobe.errors import ProbeError
 from somprobe.probes.lbfgs import lbfgs
 from somprobe.probes.solver import Preconditioner, solve_logistic
+from somprobe.probes.validate import (
+    check_count,
+    check_features_shape,
+    check_problem_weights,
+)
 
 
 @dataclass
@@ -56,7 +61,13 @@ def fit_standardizer(
     Computed around the pooled mean (no cancellation in the variance) in float64 for
     float64 features and float32 otherwise, a block of rows at a time (no full-size
     temporaries).
+
+    Raises:
+        ProbeError: ``X`` is not ``[layer, sample, dim]``, or ``weights`` is not
+            ``[problem, sample]`` of finite non-negative values with a training row
+            (a positive weight) in every problem.
     """
+    check_problem_weights(X, weights)
     dt = torch.float64 if X.dtype == torch.float64 else torch.float32
     wn = (weights / weights.sum(-1, keepdim=True)).to(dt)
     pooled = wn.mean(0, keepdim=True)
@@ -186,11 +197,36 @@ def fit_logistic(
 
     Full-rank probes use :func:`somprobe.probes.solver.solve_logistic` (preconditioned
     L-BFGS with exact intercepts); rank-limited ones plain batched L-BFGS.
+
+    Raises:
+        ProbeError: shapes that do not fit (``y`` and ``weights`` ``[problem, sample]``,
+            ``lam`` ``[layer, problem]``), a class index outside ``0..n_classes-1``,
+            fewer than two classes, a negative or non-finite ``lam``, a problem without
+            training rows, or ``max_iter`` / ``rank`` below 1.
     """
-    L, n, d = X.shape
-    P = y.shape[0]
-    if rank is not None and rank < 1:
+    L, n, d = check_problem_weights(X, weights)
+    P = weights.shape[0]
+    if rank is not None and (isinstance(rank, bool) or rank < 1):
         raise ProbeError(f"rank must be a positive integer or None; got {rank}")
+    check_count(n_classes, "n_classes", 2)
+    check_count(max_iter, "max_iter", 1)
+    if not tol >= 0:
+        raise ProbeError(f"tol must be ≥ 0; got {tol!r}")
+    if not isinstance(y, Tensor) or tuple(y.shape) != (P, n):
+        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise ProbeError(f"y must be [problem={P}, sample={n}] class indices; got {shape}")
+    if y.is_floating_point() or y.is_complex():
+        raise ProbeError(f"y must hold integer class indices; got dtype {y.dtype}")
+    if n and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise ProbeError(
+            f"y holds class {int(y.min()) if int(y.min()) < 0 else int(y.max())}; class indices "
+            f"must lie in 0..{n_classes - 1} (n_classes={n_classes})"
+        )
+    if not isinstance(lam, Tensor) or tuple(lam.shape) != (L, P):
+        shape = tuple(lam.shape) if isinstance(lam, Tensor) else type(lam).__name__
+        raise ProbeError(f"lam must be [layer={L}, problem={P}]; got {shape}")
+    if not bool(torch.isfinite(lam).all()) or bool((lam < 0).any()):
+        raise ProbeError("lam must be finite and ≥ 0 (an L2 strength)")
     st = standardizer if standardizer is not None else fit_standardizer(X, weights)
     model = _Logistic(d, n_classes, L, P, rank)
     if rank is None:
@@ -260,8 +296,16 @@ def fit_logistic(
 def predict_logits(
     fit: LogisticFit, X: Float[Tensor, "layer sample dim"]
 ) -> Float[Tensor, "layer problem sample cls"]:
-    """Logits of every problem's probe on new samples."""
+    """Logits of every problem's probe on new samples.
+
+    Raises:
+        ProbeError: ``X`` is not ``[layer, sample, dim]`` with the fit's layers and dim.
+    """
     L, P, c = fit.intercept.shape
+    width = fit.standardizer.mean.shape[-1]
+    if not isinstance(X, Tensor) or X.ndim != 3 or X.shape[0] != L or X.shape[-1] != width:
+        shape = tuple(X.shape) if isinstance(X, Tensor) else type(X).__name__
+        raise ProbeError(f"X must be [layer={L}, sample, dim={width}] as fitted; got {shape}")
     d = X.shape[-1]
     rank = fit.coef[0].shape[-1] if isinstance(fit.coef, tuple) else None
     model = _Logistic(d, c, L, P, rank)
@@ -296,8 +340,26 @@ def fit_ridge(
     Minimises ``mean((y - x_s w - b)^2) + lam * ||w||^2`` on standardised ``x_s`` (scikit-learn's
     ``Ridge(alpha=lam * n)`` on standardised features); works in the dual when there are
     fewer samples than dimensions. Factorisations run in float64.
+
+    Raises:
+        ProbeError: ``Y`` is not ``[sample, target]`` of finite values for ``X``'s
+            samples, ``lambdas`` is empty or holds a negative or non-finite strength, or
+            a system is not positive definite (``lam`` 0 on collinear features).
     """
-    L, n, d = X.shape
+    L, n, d = check_features_shape(X)
+    if n == 0:
+        raise ProbeError("X has no samples: there is nothing to fit")
+    if not isinstance(Y, Tensor) or Y.ndim != 2 or Y.shape[0] != n:
+        shape = tuple(Y.shape) if isinstance(Y, Tensor) else type(Y).__name__
+        rows = f" ({Y.shape[0]} rows)" if isinstance(Y, Tensor) and Y.ndim else ""
+        raise ProbeError(f"Y must be [sample={n}, target]; got {shape}{rows}")
+    if not bool(torch.isfinite(Y).all()):
+        raise ProbeError("Y holds NaN or infinite targets; drop those samples first")
+    grid = torch.as_tensor(lambdas, dtype=torch.float64).reshape(-1)
+    if grid.numel() == 0 or not bool(torch.isfinite(grid).all()) or bool((grid < 0).any()):
+        raise ProbeError(
+            f"lambdas must be a non-empty grid of finite values ≥ 0; got {grid.tolist()}"
+        )
     st = fit_standardizer(X, X.new_ones(1, n))
     xs = (X - st.mean) / st.scale
     y_mean = Y.mean(0)

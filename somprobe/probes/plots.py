@@ -46,9 +46,18 @@ def plot_probe_curves(
 
     Returns:
         the Axes.
+
+    Raises:
+        InputError: ``df`` lacks a score column or has no rows, or no rows for ``target``.
     """
     import matplotlib.pyplot as plt
 
+    need = ["layer", "target", "probe", "metric", "value", "ci_low", "ci_high"]
+    missing = [c for c in need if c not in getattr(df, "columns", [])]
+    if missing:
+        raise InputError(f"df lacks column(s) {missing}; pass ProbeResult.scores")
+    if df.empty:
+        raise InputError("df has no rows: there is nothing to plot")
     targets = sorted(df["target"].unique())
     if target is None:
         if len(targets) != 1:

@@ -47,6 +47,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from somprobe.probes.validate import check_count, check_problem_weights
+
 if TYPE_CHECKING:
     from somprobe.probes.models import Standardizer
 
@@ -82,7 +84,13 @@ def spectral_preconditioner(
     One preconditioner serves all problems of a layer: it uses the problems' mean weights
     and standardisation, which is close enough to each problem's own, and at most
     ``max_rows`` evenly spaced training rows (``None``: all).
+
+    Raises:
+        ProbeError: ``weights`` is not ``[problem, sample]`` of ``X``'s samples, finite
+            and non-negative with a training row in every problem, or ``rank`` < 1.
     """
+    check_problem_weights(X, weights)
+    check_count(rank, "rank", 1)
     rows, w = _sample_rows(weights, rank, max_rows)
     work = _work_dtype(X)
     dt = torch.bfloat16 if work == torch.float32 and X.shape[-1] > 2 * rank else work

@@ -36,6 +36,8 @@ def holdout_mask(groups: np.ndarray, test_size: float = 0.2, seed: int = 0) -> n
     if not 0.0 < test_size < 1.0:
         raise ProbeError(f"test_size must be in (0, 1); got {test_size}")
     uniq, codes = _group_codes(groups)
+    if codes.size == 0:
+        raise ProbeError("no samples: a split needs samples from at least two images")
     if uniq.size < 2:
         raise ProbeError(
             f"all {codes.size} samples come from one image; a grouped split needs at least two"

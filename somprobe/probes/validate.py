@@ -3,6 +3,8 @@
 Example:
     >>> import torch
     >>> check_finite(torch.zeros(2, 3, 4), [0, 1])
+    >>> check_count(5, "n_folds", 2)
+    5
 """
 
 from __future__ import annotations
@@ -68,3 +70,59 @@ def pd_isna(values: np.ndarray) -> np.ndarray:
     import pandas as pd
 
     return np.asarray(pd.isna(pd.Series(values, dtype=object)))
+
+
+def check_count(value: object, name: str, low: int = 1) -> int:
+    """An integer option of at least ``low`` (a number of folds, resamples, iterations)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ProbeError(f"{name} must be an integer ≥ {low}; got {value!r}")
+    return int(value)
+
+
+def check_open_unit(value: object, name: str) -> float:
+    """A number strictly between 0 and 1 (a confidence level, a share)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise ProbeError(f"{name} must be a number in (0, 1); got {value!r}")
+    if not 0.0 < float(value) < 1.0:
+        raise ProbeError(f"{name} must be in (0, 1); got {value!r}")
+    return float(value)
+
+
+def check_strengths(values: Sequence[float] | np.ndarray | Tensor, name: str) -> list[float]:
+    """A non-empty grid of finite, positive L2 strengths."""
+    grid = [float(v) for v in torch.as_tensor(values, dtype=torch.float64).reshape(-1).tolist()]
+    if not grid:
+        raise ProbeError(f"{name} is empty; give at least one L2 strength (e.g. [1e-2])")
+    bad = [v for v in grid if not (np.isfinite(v) and v > 0)]
+    if bad:
+        raise ProbeError(f"{name} must be finite and positive; got {bad[:3]}")
+    return grid
+
+
+def check_features_shape(X: object) -> tuple[int, int, int]:
+    """``(layer, sample, dim)`` of a ``[layer, sample, dim]`` tensor, else a ProbeError."""
+    if not isinstance(X, Tensor) or X.ndim != 3:
+        shape = tuple(X.shape) if isinstance(X, Tensor) else type(X).__name__
+        raise ProbeError(f"features must be a [layer, sample, dim] tensor; got {shape}")
+    L, n, d = X.shape
+    return int(L), int(n), int(d)
+
+
+def check_problem_weights(
+    X: Tensor, weights: Tensor, what: str = "weights"
+) -> tuple[int, int, int]:
+    """``X`` is ``[layer, sample, dim]`` and ``weights`` ``[problem, sample]``: finite,
+    non-negative, with a positive weight (a training row) in every problem."""
+    L, n, d = check_features_shape(X)
+    if not isinstance(weights, Tensor) or weights.ndim != 2 or weights.shape[1] != n:
+        shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+        raise ProbeError(f"{what} must be [problem, sample={n}]; got {shape}")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ProbeError(f"{what} must be finite and non-negative")
+    empty = torch.nonzero(weights.sum(-1) <= 0).flatten().tolist()
+    if empty:
+        raise ProbeError(
+            f"problems {empty[:5]} have no training row (every weight 0); each problem needs "
+            "at least one training row"
+        )
+    return int(L), int(n), int(d)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import colorsys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -262,6 +262,17 @@ class TagStyle:
     line_width: int | None = None
 
     def __post_init__(self) -> None:
+        draw = self.draw
+        if not (
+            isinstance(draw, str)
+            or (
+                isinstance(draw, (Sequence, set, frozenset))
+                and all(isinstance(m, str) for m in draw)
+            )
+        ):
+            raise InputError(
+                f"draw must be a mode or a list of modes from {list(DRAW_MODES)}, got {draw!r}"
+            )
         bad = set(self.modes) - set(DRAW_MODES)
         if bad:
             raise InputError(f"unknown draw mode(s) {sorted(bad)}; choose from {list(DRAW_MODES)}")
@@ -270,10 +281,16 @@ class TagStyle:
         _check_color("text_color", self.text_color, ("auto",))
         _check_color("box_color", self.box_color, ("region",))
         for name, value in (("box_alpha", self.box_alpha), ("fill_alpha", self.fill_alpha)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise InputError(f"{name} must be a number in [0, 1], got {value!r}")
             if not 0.0 <= float(value) <= 1.0:
                 raise InputError(f"{name} must lie in [0, 1], got {value}")
-        if self.line_width is not None and int(self.line_width) < 1:
-            raise InputError(f"line_width must be ≥ 1, got {self.line_width}")
+        width = self.line_width
+        if width is not None:
+            if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
+                raise InputError(f"line_width must be an integer (pixels) or None, got {width!r}")
+            if width < 1:
+                raise InputError(f"line_width must be ≥ 1, got {width}")
 
     @property
     def modes(self) -> list[str]:
@@ -297,17 +314,32 @@ def annotate(
     module), so a TagSet drawn by :func:`somprobe.tagging.tag_regions` and redrawn here in
     the same style gives the same pixels.
 
+    A tag without a colour (``color=None``, e.g. one built by hand) is drawn in the seeded
+    colour :func:`~somprobe.tagging.tag_regions` would give it (``region_colors`` with
+    ``tagset.options["seed"]``, default 0).
+
     Args:
         image: the untagged image, PIL or array (converted as :mod:`somprobe.tagging.rgb`
             documents); its size must be ``tagset.image_size``.
         tagset: what to draw.
         style: how (default :class:`TagStyle`'s SoM-LLaVA defaults).
 
+    Raises:
+        InputError: ``tagset`` is not a TagSet or is for another image size, a tag's mask
+            is empty or of another shape, ``style`` is not a TagStyle, the image cannot be
+            converted.
+
     Example:
         >>> from somprobe.tagging import load_tagset  # doctest: +SKIP
         >>> annotate(photo, load_tagset("tags.json"), TagStyle(draw=("mark", "outline")))
         ... # doctest: +SKIP
     """
+    from somprobe.tagging.types import TagSet
+
+    if not isinstance(tagset, TagSet):
+        raise InputError(f"tagset must be a TagSet, got {type(tagset).__name__}")
+    if style is not None and not isinstance(style, TagStyle):
+        raise InputError(f"style must be a TagStyle (or None), got {type(style).__name__}")
     style = style or TagStyle()
     pixels = as_rgb_array(image)
     width, height = int(pixels.shape[1]), int(pixels.shape[0])
@@ -317,17 +349,30 @@ def annotate(
             f"image is {width}×{height}; draw a TagSet on the image it was made for"
         )
     size = tagset.options.get("font_size") or font_size_for(width, height)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise InputError(
+            f"the TagSet's options['font_size'] must be an integer (pixels), got {size!r}"
+        )
     font = load_font(int(size))
+    seed = tagset.options.get("seed", 0)
+    colors = region_colors(len(tagset), seed if isinstance(seed, int) and seed >= 0 else 0)
+    tags: list[Tag] = []
     crops: list[tuple[np.ndarray, Box]] = []
     origins: list[tuple[int, int]] = []
-    for tag in tagset:
+    for tag, color in zip(tagset, colors, strict=True):
+        if np.shape(tag.mask) != (height, width):
+            raise InputError(
+                f"tag {tag.id} has a mask of shape {np.shape(tag.mask)} but the image is "
+                f"{width}×{height} (expected ({height}, {width}))"
+            )
         box = mask_bbox(tag.mask)
         if box is None:
             raise InputError(f"tag {tag.id} has an empty mask; nothing marks it")
         x0, y0, x1, y1 = box
+        tags.append(tag if tag.color is not None else replace(tag, color=color))
         crops.append((tag.mask[y0:y1, x0:x1], box))
         origins.append(label_layout(tag.label, font, tag.center, (width, height))[1])
-    return draw_tags(pixels.copy(), list(tagset), crops, origins, font, style)
+    return draw_tags(pixels.copy(), tags, crops, origins, font, style)
 
 
 def draw_tags(

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from somprobe.errors import InputError
 from somprobe.tagging import draw
-from somprobe.tagging.regions.base import Region, as_region, mask_bbox
+from somprobe.tagging.regions.base import Region, as_bool_mask, as_region, mask_bbox
 from somprobe.tagging.types import Box, LabelMode, Tag, TagSet
 
 Order = Literal["area_ascending", "area_descending", "given"]
@@ -38,11 +38,34 @@ def min_area_for(width: int, height: int, at_640: float = REFERENCE_MIN_AREA) ->
     (i.e. with the image area at a fixed aspect ratio). A region is skipped when its
     remaining area is 0 or ``< min_area_for(...)``.
 
+    Raises:
+        InputError: ``width`` or ``height`` below 1, or a negative ``at_640``.
+
     Example:
         >>> min_area_for(640, 480), min_area_for(960, 1280)
         (61.875, 247.5)
     """
+    if not (_is_number(width) and _is_number(height) and min(width, height) >= 1):
+        raise InputError(f"width and height must be ≥ 1, got {width!r} × {height!r}")
+    if not (_is_number(at_640) and at_640 >= 0):
+        raise InputError(f"at_640 (the minimum area at 640 px) must be ≥ 0, got {at_640!r}")
     return float(at_640) * (min(width, height) / 640.0) ** 2
+
+
+def _is_number(value: Any) -> bool:
+    """A real, finite number (bools excluded)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return bool(np.isfinite(value))
+
+
+def _count(value: Any, name: str, low: int) -> int:
+    """``value`` as an integer ≥ ``low``, or an InputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name} must be an integer ≥ {low}, got {value!r}")
+    if value < low:
+        raise InputError(f"{name} must be an integer ≥ {low}, got {value}")
+    return int(value)
 
 
 def mark_position(mask: np.ndarray) -> tuple[int, int]:
@@ -57,11 +80,15 @@ def mark_position(mask: np.ndarray) -> tuple[int, int]:
     pixel all round; large masks are solved faster with the same answer (see
     :func:`_farthest_pixel`).
 
+    Raises:
+        InputError: ``mask`` is not a 2-D boolean (or 0/1) array, or has no True pixel.
+
     Example:
         >>> m = np.zeros((5, 7), dtype=bool); m[1:4, 1:6] = True
         >>> mark_position(m)
         (3, 2)
     """
+    mask = as_bool_mask(mask, "mask")
     bbox = mask_bbox(mask)
     if bbox is None:
         raise InputError("cannot place a mark on an empty mask")
@@ -298,10 +325,19 @@ def _remaining_masks(
 def _check_center(
     given: tuple[float, float], idx: int, remaining: np.ndarray, offset: tuple[int, int]
 ) -> tuple[float, float]:
+    pair = isinstance(given, (tuple, list, np.ndarray)) and len(given) == 2
+    real = (int, float, np.integer, np.floating)
+    if not (pair and all(isinstance(v, real) and not isinstance(v, bool) for v in given)):
+        raise InputError(
+            f"center {given!r} given for region {idx} must be (x, y), two numbers, or None"
+        )
     x, y = float(given[0]), float(given[1])
-    col, row = int(np.floor(x)) - offset[0], int(np.floor(y)) - offset[1]
-    inside = 0 <= row < remaining.shape[0] and 0 <= col < remaining.shape[1]
-    if not (np.isfinite(x) and np.isfinite(y) and inside and remaining[row, col]):
+    inside = False
+    if np.isfinite(x) and np.isfinite(y):
+        col, row = int(np.floor(x)) - offset[0], int(np.floor(y)) - offset[1]
+        inside = 0 <= row < remaining.shape[0] and 0 <= col < remaining.shape[1]
+        inside = inside and bool(remaining[row, col])
+    if not inside:
         raise InputError(
             f"center {given} given for region {idx} is not on a pixel of its remaining mask; "
             "give a point inside the region (after overlap removal) or None"
@@ -352,20 +388,34 @@ def place(
     centers: Sequence[tuple[float, float] | None] | None = None,
 ) -> Placement:
     """:func:`place_tags`, keeping the crops, text origins and font for drawing."""
-    width, height = (int(v) for v in size)
+    width, height = _image_size(size)
     regs = _as_regions(regions, (height, width))
     if label_mode not in ("number", "letter"):
         raise InputError(f"label_mode must be 'number' or 'letter', got {label_mode!r}")
+    if min_area is not None and not _is_number(min_area):
+        raise InputError(f"min_area must be a number of pixels (or None), got {min_area!r}")
     threshold = (
         float(min_area) if min_area is not None else min_area_for(width, height, min_area_at_640)
     )
     if threshold < 0:
         raise InputError(f"min_area must be ≥ 0, got {threshold}")
+    _count(min_font_size, "min_font_size", 1)
+    if font_size is not None and (
+        isinstance(font_size, bool) or not isinstance(font_size, (int, np.integer))
+    ):
+        raise InputError(f"font_size must be an integer (pixels) or None, got {font_size!r}")
     fsize = (
         int(font_size)
         if font_size is not None
         else draw.font_size_for(width, height, minimum=min_font_size)
     )
+    seed = _count(seed, "seed", 0)
+    if max_tags is not None:
+        max_tags = _count(max_tags, "max_tags", 0)
+    if centers is not None and (
+        isinstance(centers, (str, bytes)) or not isinstance(centers, (Sequence, np.ndarray))
+    ):
+        raise InputError(f"centers must be a list of (x, y) or None, got {type(centers).__name__}")
     if centers is not None and len(centers) != len(regs):
         raise InputError(
             f"centers has {len(centers)} entries but there are {len(regs)} regions; give one "
@@ -424,6 +474,33 @@ def place(
     return Placement(tagset, crops, origins, font)
 
 
+def _image_size(size: Any) -> tuple[int, int]:
+    """``(width, height)`` as two integers ≥ 1, or an InputError."""
+    if isinstance(size, (str, bytes)) or not isinstance(size, (Sequence, np.ndarray)):
+        raise InputError(f"size must be (width, height), two integers ≥ 1, got {size!r}")
+    values = list(size)
+    ok = len(values) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in values
+    )
+    if not ok:
+        raise InputError(f"size must be (width, height), two integers ≥ 1, got {size!r}")
+    return int(values[0]), int(values[1])
+
+
+_PLACEMENT_OPTIONS = (
+    "order",
+    "remove_overlaps",
+    "min_area",
+    "min_area_at_640",
+    "label_mode",
+    "font_size",
+    "min_font_size",
+    "seed",
+    "max_tags",
+    "centers",
+)
+
+
 def place_tags(
     size: tuple[int, int],
     regions: Sequence[Region | np.ndarray] | np.ndarray,
@@ -443,6 +520,12 @@ def place_tags(
     Example:
         >>> m = np.zeros((32, 32), bool); m[4:20, 4:20] = True
         >>> [(t.label, t.center) for t in place_tags((32, 32), [m])]
-        [('1', (11.5, 11.5))]
+        [('1', (11.5, 12.5))]
     """
+    unknown = sorted(set(options) - set(_PLACEMENT_OPTIONS))
+    if unknown:
+        raise InputError(
+            f"unknown placement option(s) {unknown}; place_tags takes {list(_PLACEMENT_OPTIONS)} "
+            "(drawing options go to annotate's TagStyle)"
+        )
     return place(size, regions, **options).tagset

@@ -13,6 +13,7 @@ shape ``(height, width)``.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -94,9 +95,14 @@ class TagSet:
 
     def __getitem__(self, tag_id: int) -> Tag:
         """The tag with id ``tag_id`` (1-based, like the numbers drawn)."""
-        if not 1 <= tag_id <= len(self.tags):
-            raise InputError(f"no tag {tag_id} in this TagSet: ids are 1..{len(self.tags)}")
-        return self.tags[tag_id - 1]
+        try:
+            index = None if isinstance(tag_id, bool) else operator.index(tag_id)
+        except TypeError:
+            index = None
+        if index is None or not 1 <= index <= len(self.tags):
+            shown = tag_id if index is None else index
+            raise InputError(f"no tag {shown!r} in this TagSet: ids are 1..{len(self.tags)}")
+        return self.tags[index - 1]
 
     @property
     def ids(self) -> list[int]:

@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from somprobe.errors import InputError
-from somprobe.measure import listing_alignment
+from somprobe.measure import listing_alignment, teacher_forced_listing
 from somprobe.measure.align import aggregate_by_layer
+from somprobe.probes import build_probe_dataset
 from somprobe.tagging import tag_regions
 from somprobe.tagging.regions import Region
 
@@ -77,3 +78,60 @@ def test_bad_inputs(tiny_llava, tagged):
         listing_alignment(model, processor, tagged, mode="free", progress=False)
     with pytest.raises(InputError):
         listing_alignment(model, processor, tagged, answers=["1. x"], progress=False)
+
+
+@pytest.mark.parametrize("mode", ["teacher_forced", "generated"])
+def test_mentions_carry_the_position_of_their_last_scored_token(tiny_llava, tagged, mode):
+    model, processor = tiny_llava
+    _, mentions = listing_alignment(
+        model, processor, tagged[:2], mode=mode, max_new_tokens=12, progress=False
+    )
+    assert "position" in mentions.columns
+    assert mentions["position"].tolist() == [int(p[-1]) for p in mentions["scored_positions"]]
+
+
+def test_listing_alignment_mentions_feed_the_probe_recipe(tiny_llava, tagged):
+    # README "Linear probes at tag tokens": build_probe_dataset(trace, mentions, tagsets)
+    model, processor = tiny_llava
+    _, mentions = listing_alignment(model, processor, tagged, batch_size=8, progress=False)
+    result, forced = teacher_forced_listing(model, processor, tagged, attention=False)
+    assert mentions["position"].tolist() == forced["position"].tolist()
+    ds = build_probe_dataset(result.trace, mentions, [t.tagset for t in tagged])
+    assert len(ds.samples) == len(mentions)
+    assert ds.samples["position"].tolist() == mentions["position"].tolist()
+
+
+@pytest.fixture(scope="module")
+def superpixel_tags():
+    from skimage import data
+
+    from somprobe.tagging.regions import from_superpixels
+
+    image = Image.fromarray(data.astronaut()).resize((160, 160))
+    return [tag_regions(image, from_superpixels(image, min_size=400))]
+
+
+def test_regions_without_category_need_a_describer_the_error_names(tiny_llava, superpixel_tags):
+    model, processor = tiny_llava
+    assert all(t.category is None for t in superpixel_tags[0].tagset)
+    with pytest.raises(InputError, match="describer=region_describer"):
+        listing_alignment(model, processor, superpixel_tags, progress=False)
+
+
+def test_superpixel_tags_go_through_teacher_forced_listing_with_a_describer(
+    tiny_llava, superpixel_tags
+):
+    from somprobe.data.listing import region_describer
+
+    model, processor = tiny_llava
+    scores, mentions = listing_alignment(
+        model, processor, superpixel_tags, describer=region_describer, progress=False
+    )
+    tagset = superpixel_tags[0].tagset
+    assert mentions["tag_id"].tolist() == tagset.ids
+    assert mentions["answer"].iloc[0].splitlines()[0] == "1. region"
+    assert mentions["captured"].all() and len(scores) == len(tagset) * 2 * 4
+    _, forced = teacher_forced_listing(
+        model, processor, superpixel_tags, describer=region_describer, attention=False
+    )
+    assert forced["position"].tolist() == mentions["position"].tolist()

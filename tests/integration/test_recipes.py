@@ -61,3 +61,18 @@ def test_patch_attention_and_tag_maps_equal_the_trace_read_by_hand(tiny_llava, t
         expected = by_hand(trace, layout, 0, [m.position])[layer].mean(0)
         np.testing.assert_allclose(maps[m.tag_id], expected, atol=1e-6)
     assert map_layout.grid(0) == layout.grid(0)
+
+
+def test_tag_maps_of_regions_without_category_take_a_describer(tiny_llava) -> None:
+    from skimage import data
+
+    from somprobe.data.listing import region_describer
+    from somprobe.tagging import tag_regions
+    from somprobe.tagging.regions import from_superpixels
+
+    model, processor = tiny_llava
+    image = data.astronaut()[::4, ::4]
+    item = tag_regions(image, from_superpixels(image, min_size=300))
+    maps, layout = tag_attention_maps(model, processor, item, 1, describer=region_describer)
+    assert sorted(maps) == item.tagset.ids
+    assert all(m.shape == layout.grid(0) for m in maps.values())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from somprobe_testing import load_experiment
+from somprobe_testing import bad_job_run, load_experiment
 
 
 @pytest.mark.slow
@@ -25,3 +25,80 @@ def test_main_job_on_a_small_limit(tmp_path: Path) -> None:
     assert summary["images"] == 4
     for name in ("attn_layer_curves_teacher_forced.png", "attn_top_patches.png"):
         assert (figures / name).stat().st_size > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--limit", "0"], "--limit must be ≥ 1"),
+        (["--batch-size", "0"], "--batch-size must be ≥ 1"),
+        (["--k", "0"], "--k must be ≥ 1"),
+        (["--bootstrap", "0"], "--bootstrap must be ≥ 1"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be ≥ 1"),
+        (["--short-side", "-3"], "--short-side must be ≥ 1"),
+        (["--threads", "0"], "--threads must be ≥ 1"),
+        (["--modes", "teacher_forced,free"], "--modes"),
+        (["--modes", ","], "--modes"),
+        (["--images", "folder"], "--images folder needs --image-dir"),
+        (["--images", "folder", "--image-dir", "{tmp}/nowhere"], "does not exist"),
+        (["--images", "folder", "--image-dir", "{tmp}/file.txt"], "not a folder"),
+        (["--images", "coco", "--image-dir", "{tmp}"], "needs --coco-annotations"),
+        (["--images", "coco", "--image-dir", "{tmp}", "--coco-annotations", "{tmp}/no.json"],
+         "no COCO annotation file"),
+        (["--images", "coco", "--image-dir", "{tmp}", "--coco-annotations", "{tmp}/bad.json"],
+         "not valid JSON"),
+        (["--images", "folder", "--image-dir", "{tmp}", "--regions", "sam"], "--sam-model"),
+        (["--images", "folder", "--image-dir", "{tmp}/empty"], "no usable images"),
+        (["--image-dir", "{tmp}"], "--image-dir needs --images coco or folder"),
+        (["--out", "{tmp}/file.txt/r"], "file.txt"),
+        (["--figures", "{tmp}/file.txt"], "file.txt"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_fail_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert message in bad_job_run("attn_alignment", tmp_path, capsys, extra)
+
+
+@pytest.mark.slow
+def test_outputs_default_to_results_under_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = load_experiment("attn_alignment")
+    args = job.parse_args([])
+    assert args.out == Path("results/attn_alignment")
+    assert args.figures == Path("results/attn_alignment/figures")
+    assert job.parse_args(["--out", "x"]).figures == Path("x/figures")
+    assert job.parse_args(["--figures", "figures"]).figures == Path("figures")
+
+
+@pytest.mark.slow
+def test_a_folder_of_photos_runs_with_superpixel_regions_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+    from skimage import data
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(data.astronaut()).resize((256, 256)).save(photos / "astronaut.png")
+    Image.fromarray(data.chelsea()).save(photos / "chelsea.jpg")
+    monkeypatch.chdir(tmp_path)
+    job = load_experiment("attn_alignment")
+    argv = ["--images", "folder", "--image-dir", "photos", "--short-side", "160", "--limit", "2",
+            "--modes", "teacher_forced", "--bootstrap", "50", "--no-progress"]  # fmt: skip
+    assert job.main(argv) == 0
+    out = tmp_path / "results" / "attn_alignment"
+    mentions = pd.read_csv(out / "mentions.csv")
+    assert "position" in mentions.columns and (mentions["captured"]).all()
+    assert set(mentions["image"]) == {"astronaut.png", "chelsea.jpg"}
+    assert mentions["answer"].str.startswith("1. region").all()
+    assert (out / "figures" / "attn_top_patches.png").stat().st_size > 1000
+    run = json.loads((out / "summary.json").read_text())["run"]
+    assert run["images"] == {"source": f"folder {Path('photos').resolve()} (regions: superpixels)",
+                             "count": 2}  # fmt: skip
+    assert run["arguments"]["describe"] == "region" and run["arguments"]["limit"] == 2
+    assert run["arguments"]["out"] == "results/attn_alignment"
+    assert set(run["models"]) == {"baseline", "SoM"}
+    assert run["somprobe_version"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import ModuleType
 
 import pandas as pd
 import pytest
-from somprobe_testing import load_experiment
+from somprobe_testing import bad_job_run, load_experiment
 
 
 def load_job() -> ModuleType:
@@ -51,6 +52,10 @@ def test_listing_job_on_a_small_limit(tmp_path: Path) -> None:
     assert (finite["low"] <= finite["diff"] + 1e-9).all()
     assert (finite["diff"] <= finite["high"] + 1e-9).all()
     assert (figures / "listing_accuracy.png").stat().st_size > 1000
+    run = json.loads((out / "run.json").read_text())["run"]
+    assert run["images"]["count"] == 4 and "toy world" in run["images"]["source"]
+    assert set(run["models"]) == {"baseline", "SoM"} and run["somprobe_version"]
+    assert run["arguments"]["out"] == str(out) and run["arguments"]["bootstrap"] == 100
 
 
 @pytest.mark.slow
@@ -71,3 +76,28 @@ def test_bad_input_is_a_clear_error_with_exit_code_2(
     err = capsys.readouterr().err
     assert err.startswith("listing_eval: error:") and message in err
     assert not (tmp_path / "f" / "listing_accuracy.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be ≥ 1"),
+        (["--bootstrap", "-1"], "--bootstrap must be ≥ 1"),
+        (["--threads", "0"], "--threads must be ≥ 1"),
+        (["--out", "{tmp}/file.txt/r"], "file.txt is a file"),
+        (["--figures", "{tmp}/file.txt"], "file.txt is a file"),
+    ],
+)
+def test_bad_arguments_fail_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert message in bad_job_run("listing_eval", tmp_path, capsys, extra)
+
+
+def test_outputs_default_to_results_under_the_working_folder() -> None:
+    job = load_job()
+    args = job.parse_args([])
+    assert args.out == Path("results/listing_eval")
+    assert args.figures == Path("results/listing_eval/figures")
+    assert job.parse_args(["--figures", "figures"]).figures == Path("figures")

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pandas as pd
 import pytest
-from somprobe_testing import load_experiment
+from somprobe_testing import bad_job_run, load_experiment
 
 
 def load_job() -> ModuleType:
@@ -44,6 +44,10 @@ def test_probe_job_on_a_small_limit(tmp_path: Path) -> None:
     task = comparison[comparison["probe"] == "task"]
     assert ((task["value"] - (task["value_b"] - task["value_a"])).abs() < 1e-9).all()
     assert (figures / "probe_layers.png").stat().st_size > 1000
+    record = run["run"]
+    assert record["images"]["count"] == 15 and "toy world" in record["images"]["source"]
+    assert set(record["models"]) == {"baseline", "SoM"} and record["somprobe_version"]
+    assert record["arguments"]["figures"] == str(figures) and record["arguments"]["folds"] == 3
 
 
 @pytest.mark.slow
@@ -64,3 +68,28 @@ def test_bad_input_is_a_clear_error_with_exit_code_2(
     err = capsys.readouterr().err
     assert err.startswith("probe_tags: error:") and message in err
     assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be ≥ 1"),
+        (["--bootstrap", "0"], "--bootstrap must be ≥ 1"),
+        (["--test-size", "1.0"], "--test-size"),
+        (["--targets", " , "], "--targets is empty"),
+        (["--out", "{tmp}/file.txt/r"], "file.txt is a file"),
+        (["--figures", "{tmp}/file.txt/f"], "file.txt is a file"),
+    ],
+)
+def test_bad_arguments_fail_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert message in bad_job_run("probe_tags", tmp_path, capsys, extra, "--limit", "4")
+
+
+def test_outputs_default_to_results_under_the_working_folder() -> None:
+    job = load_job()
+    args = job.parse_args([])
+    assert args.out == Path("results/probe_tags")
+    assert args.figures == Path("results/probe_tags/figures")

@@ -53,3 +53,24 @@ def test_training_job_rejects_a_negative_step_count(tmp_path: Path) -> None:
     job = load_experiment("train_toy_models")
     with pytest.raises(SystemExit):
         job.main(["--steps", "-1", "--out", str(tmp_path / "m"), "--work", str(tmp_path / "w")])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--lr", "0"], "--lr must be > 0"),
+        (["--warmup", "-5"], "--warmup must be ≥ 0"),
+        (["--out", "{tmp}/file.txt/m"], "file.txt is a file"),
+    ],
+)
+def test_training_job_rejects_bad_arguments_before_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    (tmp_path / "file.txt").write_text("x")
+    job = load_experiment("train_toy_models")
+    argv = ["--out", str(tmp_path / "m"), "--work", str(tmp_path / "w")]
+    with pytest.raises(SystemExit) as exit_:
+        job.main([*argv, *(a.replace("{tmp}", str(tmp_path)) for a in extra)])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "w").exists()

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from somprobe_testing import load_experiment
+from somprobe_testing import bad_job_run, load_experiment
 
 from somprobe.data.toyworld import WorldConfig
 from somprobe.errors import InputError
@@ -81,6 +81,10 @@ def test_job_on_a_small_limit(tmp_path: Path) -> None:
     assert share["ci95"][0] <= share["ci95"][1]
     for name in ("untagged_attention_layers.png", "query_top20_patches.png"):
         assert (figures / name).stat().st_size > 1000
+    run = summary["run"]
+    assert run["images"]["count"] == 3 and "untagged" in run["images"]["source"]
+    assert set(run["models"]) == {"baseline", "SoM"} and run["somprobe_version"]
+    assert run["arguments"]["kinds"] == ["colour", "shape", "exists"]
 
 
 @pytest.mark.slow
@@ -93,6 +97,31 @@ def test_bad_limit_exits_with_code_2(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "--limit must be at least 1" in run.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--k", "0"], "--k must be at least 1"),
+        (["--top", "0"], "--top must be at least 1"),
+        (["--bootstrap", "0"], "--bootstrap must be at least 1"),
+        (["--figure-layer", "-1"], "--figure-layer must be 0 or more"),
+        (["--kinds", "colour,smell"], "--kinds must name kinds"),
+        (["--out", "{tmp}/file.txt/r"], "file.txt is a file"),
+        (["--figures", "{tmp}/file.txt"], "file.txt is a file"),
+    ],
+)
+def test_bad_arguments_fail_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert message in bad_job_run("untagged_attention", tmp_path, capsys, extra)
+
+
+def test_outputs_default_to_results_under_the_working_folder() -> None:
+    args = _job().parse_args([])
+    assert args.out == Path("results/untagged_attention")
+    assert args.figures == Path("results/untagged_attention/figures")
 
 
 @pytest.mark.slow

@@ -11,16 +11,20 @@ from typing import Annotated
 
 import typer
 
-from somprobe.errors import SomprobeError
+from somprobe.cli import command_group, run
 
-app = typer.Typer(add_completion=False, help="Write a toy-world dataset folder.")
+app = command_group(None, "Write a toy-world dataset folder.")
 
 
 @app.command()
 def toy(
     out: Annotated[Path, typer.Argument(help="Output folder.")],
-    train: Annotated[int, typer.Option(help="Training scenes.")] = 20_000,
-    eval_scenes: Annotated[int, typer.Option("--eval", help="Held-out eval scenes.")] = 500,
+    train: Annotated[
+        int, typer.Option(help="Training scenes (0: write the eval split only).")
+    ] = 20_000,
+    eval_scenes: Annotated[
+        int, typer.Option("--eval", help="Held-out eval scenes (0: training files only).")
+    ] = 500,
     seed: Annotated[int, typer.Option(help="World seed.")] = 0,
     image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 112,
     patch_size: Annotated[int, typer.Option(help="Vision patch size (tags snap to it).")] = 14,
@@ -37,23 +41,24 @@ def toy(
     from somprobe.data.toyworld.dataset import write_toy_dataset
     from somprobe.data.toyworld.scenes import WorldConfig
 
-    try:
-        cfg = WorldConfig(
-            image_size=image_size, patch_size=patch_size, min_objects=min_objects,
-            max_objects=max_objects,
-        )  # fmt: skip
-        manifest = write_toy_dataset(
-            out, config=cfg, train_scenes=train, eval_scenes=eval_scenes, seed=seed,
-            mix_records=mix_records, som_fraction=som_fraction, listing_share=listing_share,
-            progress=progress,
-        )  # fmt: skip
-    except SomprobeError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from None
+    cfg = WorldConfig(
+        image_size=image_size, patch_size=patch_size, min_objects=min_objects,
+        max_objects=max_objects,
+    )  # fmt: skip
+    manifest = write_toy_dataset(
+        out, config=cfg, train_scenes=train, eval_scenes=eval_scenes, seed=seed,
+        mix_records=mix_records, som_fraction=som_fraction, listing_share=listing_share,
+        progress=progress,
+    )  # fmt: skip
     typer.echo(f"wrote {out} in {manifest['seconds']} s")
     typer.echo(f"train: {manifest['train']['files']}")
     typer.echo(f"eval:  {manifest['eval']['files']}")
 
 
+def main() -> None:
+    """``python -m somprobe.data.toyworld OUT ...``: as ``somprobe data toy OUT ...``."""
+    run(app)
+
+
 if __name__ == "__main__":
-    app()
+    main()

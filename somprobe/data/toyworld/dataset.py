@@ -40,7 +40,7 @@ from somprobe.data.build import build_listing, build_qa
 from somprobe.data.listing import LISTING_INSTRUCTIONS
 from somprobe.data.llava_json import LlavaRecord, dumps_record, make_record
 from somprobe.data.mix import MixSource, mix_files
-from somprobe.data.seeding import rng_for
+from somprobe.data.seeding import check_seed, rng_for
 from somprobe.data.tag_qa import tag_questions
 from somprobe.data.toyworld.questions import (
     EXISTS_TEMPLATE,
@@ -51,8 +51,8 @@ from somprobe.data.toyworld.questions import (
     present_categories,
 )
 from somprobe.data.toyworld.scenes import ToyObject, ToyScene, WorldConfig, make_scene, tag_scene
-from somprobe.errors import InputError
-from somprobe.io import atomic_path, atomic_write
+from somprobe.errors import DataFormatError, InputError
+from somprobe.io import atomic_path, atomic_write, check_writable
 from somprobe.tagging.io import save_tagset
 
 TRAIN, EVAL = "train", "eval"
@@ -239,7 +239,9 @@ def write_toy_dataset(
     Args:
         out_dir: output folder (created; existing files of the same names are replaced).
         config: the world (default :class:`WorldConfig`).
-        train_scenes, eval_scenes: number of scenes per split.
+        train_scenes, eval_scenes: number of scenes per split; 0 leaves that split out
+            (``train_scenes=0``: an evaluation split alone, no training files or mixes),
+            but not both.
         seed: world seed (scene seeds, question draws, mixing).
         mix_records: records in each training mix (default: ``train_scenes``).
         som_fraction: share of the SoM mix that is SoM data (listing + tag-QA); the rest
@@ -249,49 +251,73 @@ def write_toy_dataset(
         turns: question turns per instruction record.
 
     Raises:
-        InputError: counts or fractions out of range.
+        InputError: counts or fractions out of range, a negative seed.
+        WriteError: ``out_dir`` cannot be written (checked before any scene is drawn).
     """
     cfg = config or WorldConfig()
-    n_mix = train_scenes if mix_records is None else int(mix_records)
-    if train_scenes < 1 or eval_scenes < 1 or seed < 0:
-        raise InputError("train_scenes and eval_scenes must be ≥ 1 and seed ≥ 0")
+    for name, value in (("train_scenes", train_scenes), ("eval_scenes", eval_scenes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(f"{name}={value!r}: give a whole number of scenes ≥ 0")
+    if train_scenes == eval_scenes == 0:
+        raise InputError("train_scenes and eval_scenes are both 0: there is nothing to write")
+    check_seed(seed)
     if not 0 <= som_fraction <= 1 or not 0 <= listing_share <= 1:
         raise InputError("som_fraction and listing_share must lie in [0, 1]")
+    if isinstance(turns, bool) or not isinstance(turns, int) or turns < 1:
+        raise InputError(f"turns={turns!r}: give at least one question turn per record")
+    if mix_records is not None and (
+        isinstance(mix_records, bool) or not isinstance(mix_records, int) or mix_records < 0
+    ):
+        raise InputError(f"mix_records={mix_records!r}: give a whole number of records")
+    n_mix = train_scenes if mix_records is None else mix_records
     n_som = round(n_mix * som_fraction)
     n_list = round(n_som * listing_share)
     sizes = {"instruct": n_mix - n_som, "listing": n_list, "qa": n_som - n_list}
-    if n_mix < 1 or n_mix > train_scenes:
+    if train_scenes == 0:
+        if mix_records:
+            raise InputError(
+                f"mix_records={mix_records}: there are no training scenes to mix "
+                "(train_scenes=0 writes the evaluation split only)"
+            )
+    elif n_mix < 1 or n_mix > train_scenes:
         raise InputError(
             f"mix_records={n_mix} must lie in 1..train_scenes ({train_scenes}): each source "
             "has one record per training scene"
         )
     out = Path(out_dir)
+    check_writable(out / "manifest.json")
     t0 = time.perf_counter()
-    train = write_train_split(
-        out / TRAIN, cfg, train_scenes, seed=seed, turns=turns, progress=progress
-    )
-    mixes = {}
-    report = mix_files(
-        [MixSource("instruct", out / TRAIN / "instruct.json", n_mix)],
-        out / TRAIN / "mix_instruct.json",
-        seed=seed,
-    )
-    mixes["instruct"] = report[["source", "taken", "share"]].to_dict("records")
-    sources = [MixSource(name, out / TRAIN / f"{name}.json", size) for name, size in sizes.items()]
-    report = mix_files(sources, out / TRAIN / "mix_som.json", seed=seed)
-    mixes["som"] = report[["source", "taken", "share"]].to_dict("records")
-    evals = write_eval_split(out / EVAL, cfg, eval_scenes, seed=seed, progress=progress)
+    train: dict[str, int] = {"scenes": 0}
+    mixes: dict[str, Any] = {}
+    if train_scenes:
+        train = write_train_split(
+            out / TRAIN, cfg, train_scenes, seed=seed, turns=turns, progress=progress
+        )
+        report = mix_files(
+            [MixSource("instruct", out / TRAIN / "instruct.json", n_mix)],
+            out / TRAIN / "mix_instruct.json",
+            seed=seed,
+        )
+        mixes["instruct"] = report[["source", "taken", "share"]].to_dict("records")
+        sources = [
+            MixSource(name, out / TRAIN / f"{name}.json", size) for name, size in sizes.items()
+        ]
+        report = mix_files(sources, out / TRAIN / "mix_som.json", seed=seed)
+        mixes["som"] = report[["source", "taken", "share"]].to_dict("records")
+    evals: dict[str, int] = {"scenes": 0}
+    if eval_scenes:
+        evals = write_eval_split(out / EVAL, cfg, eval_scenes, seed=seed, progress=progress)
     manifest = {
         "format": "somprobe.toyworld",
         "version": FORMAT_VERSION,
         "config": cfg.to_dict(),
         "seed": seed,
         "scene_seeds": {
-            TRAIN: f"[{seed}, 0, i] for i in 0..{train_scenes - 1}",
-            EVAL: f"[{seed}, 1, i] for i in 0..{eval_scenes - 1}",
+            TRAIN: f"[{seed}, 0, i] for i in 0..{train_scenes - 1}" if train_scenes else "none",
+            EVAL: f"[{seed}, 1, i] for i in 0..{eval_scenes - 1}" if eval_scenes else "none",
         },
         "train": {"files": train, "mixes": mixes, "som_fraction": som_fraction,
-                  "listing_share": listing_share, "mix_records": n_mix},
+                  "listing_share": listing_share, "mix_records": n_mix if train_scenes else 0},
         "eval": {"files": evals, "listing_prompt": EVAL_LISTING_PROMPT},
         "seconds": round(time.perf_counter() - t0, 1),
     }  # fmt: skip
@@ -301,11 +327,25 @@ def write_toy_dataset(
 
 
 def load_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a dataset folder, and its world config as a :class:`WorldConfig`."""
+    """The manifest of a dataset folder, and its world config as a :class:`WorldConfig`.
+
+    Raises:
+        InputError: no manifest in ``out_dir``.
+        DataFormatError: the manifest is not one written by :func:`write_toy_dataset`.
+    """
     path = Path(out_dir) / "manifest.json"
     if not path.is_file():
         raise InputError(f"{path} not found; write the dataset with write_toy_dataset first")
-    data: dict[str, Any] = json.loads(path.read_text())
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataFormatError(
+            f"{path} is not valid JSON ({err}); write the dataset again"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise DataFormatError(
+            f"{path} is not a toy-world manifest (no 'config' object); write the dataset again"
+        )
     data["world"] = WorldConfig.from_dict(data["config"])
     return data
 

@@ -349,8 +349,17 @@ def make_scene(cfg: WorldConfig, seed: int | Sequence[int]) -> ToyScene:
     ``cfg.min_visible`` of its pixels, or has its centre pixel covered.
 
     Raises:
-        InputError: no valid scene after many draws (too many objects for the image).
+        InputError: no valid scene after many draws (too many objects for the image), or
+            a seed that is not a whole number ≥ 0 (or a sequence of them).
     """
+    parts = [seed] if isinstance(seed, int | np.integer) else seed
+    if (
+        isinstance(seed, bool | str | bytes)
+        or not isinstance(parts, Sequence)
+        or not parts
+        or any(isinstance(x, bool) or not isinstance(x, int | np.integer) or x < 0 for x in parts)
+    ):
+        raise InputError(f"scene seed {seed!r}: give a whole number ≥ 0 or a sequence of them")
     rng = np.random.default_rng(seed)
     size = cfg.image_size
     for _ in range(_MAX_ATTEMPTS):

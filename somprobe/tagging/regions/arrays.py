@@ -85,7 +85,11 @@ def from_masks(
     ``source_ids`` default to the position in the stack. Every mask must have the same
     shape; 0/1 integer masks are accepted, other values raise InputError.
     """
-    items = list(masks) if not isinstance(masks, np.ndarray) or masks.ndim == 3 else None
+    items: list[Any] | None = None
+    if isinstance(masks, np.ndarray):
+        items = list(masks) if masks.ndim == 3 else None
+    elif isinstance(masks, Sequence) and not isinstance(masks, (str, bytes)):
+        items = list(masks)
     if items is None:
         raise InputError(
             f"masks must be an (N, H, W) stack or a list of (H, W) masks, got shape "

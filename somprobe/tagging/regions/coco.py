@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ def load_coco(annotations: str | os.PathLike[str] | Mapping[str, Any] | COCO) ->
         return annotations
     if isinstance(annotations, Mapping):
         data = dict(annotations)
+    elif not isinstance(annotations, (str, os.PathLike)):
+        raise InputError(
+            "annotations must be a path to a COCO JSON file, the loaded dict or a COCO "
+            f"object, got {type(annotations).__name__}"
+        )
     else:
         path = Path(annotations)
         if not path.is_file():
@@ -79,38 +85,61 @@ def from_coco(
     and metadata ``coco_category_id``, ``iscrowd``, ``area`` and ``bbox`` from the file.
     Masks have the image's ``(height, width)`` from the ``images`` entry.
     """
+    if isinstance(image_id, bool) or not isinstance(image_id, (int, np.integer)):
+        raise InputError(f"image_id must be an integer (a COCO image id), got {image_id!r}")
+    wanted: set[int] | None = None
+    if category_ids is not None:
+        if isinstance(category_ids, (str, bytes)) or not all(
+            isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in category_ids
+        ):
+            raise InputError(f"category_ids must be integers (COCO ids), got {category_ids!r}")
+        wanted = {int(c) for c in category_ids}
     coco = load_coco(annotations)
     if image_id not in coco.imgs:
         some = sorted(coco.imgs)[:5]
         raise InputError(f"image id {image_id} is not in the COCO annotations (ids include {some})")
     ann_ids = coco.getAnnIds(imgIds=[image_id], iscrowd=None)
-    wanted = None if category_ids is None else {int(c) for c in category_ids}
     out = []
     for ann in coco.loadAnns(ann_ids):
-        crowd = int(ann.get("iscrowd", 0))
+        try:
+            crowd = int(ann.get("iscrowd", 0))
+            cat_id = int(ann["category_id"])
+            ann_id = int(ann["id"])
+        except (TypeError, ValueError) as err:
+            raise DataFormatError(
+                f"COCO annotation {ann.get('id')} has a malformed id, category_id or iscrowd "
+                f"({err})"
+            ) from err
         if crowd and not include_crowd:
             continue
-        cat_id = int(ann["category_id"])
         if wanted is not None and cat_id not in wanted:
             continue
         try:
-            mask = coco.annToMask(ann).astype(bool)
-        except (KeyError, TypeError, IndexError) as err:
+            with warnings.catch_warnings():  # numpy-2 copy-keyword notice inside pycocotools
+                warnings.simplefilter("ignore", DeprecationWarning)
+                mask = coco.annToMask(ann).astype(bool)
+        except Exception as err:  # pycocotools raises bare Exceptions on bad polygons
             raise DataFormatError(
                 f"COCO annotation {ann.get('id')} has an unreadable segmentation ({err})"
+            ) from err
+        try:
+            metadata = {
+                "coco_category_id": cat_id,
+                "iscrowd": crowd,
+                "area": float(ann.get("area", mask.sum())),
+                "bbox": [float(v) for v in ann.get("bbox", [])],
+            }
+        except (TypeError, ValueError) as err:
+            raise DataFormatError(
+                f"COCO annotation {ann_id} has a malformed area or bbox ({err})"
             ) from err
         cat = coco.cats.get(cat_id)
         out.append(
             Region(
                 np.ascontiguousarray(mask),
                 category=None if cat is None else str(cat["name"]),
-                source_id=int(ann["id"]),
-                metadata={
-                    "coco_category_id": cat_id,
-                    "iscrowd": crowd,
-                    "area": float(ann.get("area", mask.sum())),
-                    "bbox": [float(v) for v in ann.get("bbox", [])],
-                },
+                source_id=ann_id,
+                metadata=metadata,
             )
         )
     return out

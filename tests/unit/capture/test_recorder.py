@@ -279,3 +279,222 @@ def test_llava_15_geometry_preset_equals_eager(tmp_path):
         for pos in (length - 3, length - 1):
             want = torch.stack([a[b, :, pos, :] for a in reference.attentions])[..., cols]
             torch.testing.assert_close(rec.trace.attention(b, pos), want, atol=TOL, rtol=0)
+
+
+# -- nesting and reuse ---------------------------------------------------------------------
+
+
+def _model_state(model):
+    """What a Recorder changes on a model: hooks, per-module attributes, attention."""
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    marked = [n for n, m in model.named_modules() if hasattr(m, "_somprobe_recorder")]
+    return hooks, marked, model.config.text_config._attn_implementation
+
+
+def _same_trace(got, want):
+    assert got.records == want.records and got.records
+    for r in want.records:
+        assert torch.equal(got.attention(r.batch, r.position), want.attention(r.batch, r.position))
+        assert torch.equal(got.hidden(r.batch, r.position), want.hidden(r.batch, r.position))
+
+
+def test_nested_recorder_is_refused_and_the_outer_one_still_captures(pair):
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    with torch.no_grad(), Recorder(sdpa, queries="generated") as alone:
+        sdpa.generate(**inputs, max_new_tokens=3, do_sample=False)
+    before = _model_state(sdpa)
+    inner = Recorder(sdpa, queries=[3], layers=[1])
+    with torch.no_grad(), Recorder(sdpa, queries="generated") as outer:
+        during = _model_state(sdpa)
+        with pytest.raises(CaptureError, match="already recording"), inner:
+            sdpa.generate(**inputs, max_new_tokens=3, do_sample=False)
+        assert _model_state(sdpa) == during  # the refused one changed nothing
+        sdpa.generate(**inputs, max_new_tokens=3, do_sample=False)
+    _same_trace(outer.trace, alone.trace)
+    assert _model_state(sdpa) == before
+    # the refused Recorder was never entered: it can run once the model is free
+    with torch.no_grad(), inner:
+        sdpa(**inputs)
+    assert [(r.batch, r.position) for r in inner.trace.records] == [(0, 3), (1, 3)]
+    assert _model_state(sdpa) == before
+
+
+def test_nested_recorder_around_generate_does_not_break_the_outer_one(pair):
+    """The reported case: generate inside both; the outer used to fail with KeyError: 0."""
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    length = inputs["input_ids"].shape[1]
+    with torch.no_grad(), Recorder(sdpa, queries=[length - 1]) as alone:
+        sdpa(**inputs)
+    with torch.no_grad(), Recorder(sdpa, queries=[length - 1]) as outer:
+        sdpa(**inputs)
+        with pytest.raises(CaptureError, match="already recording"), Recorder(sdpa):
+            sdpa(**inputs)
+    _same_trace(outer.trace, alone.trace)
+
+
+def test_one_recorder_used_twice_is_a_clear_error(pair):
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    last = inputs["input_ids"].shape[1] - 1
+    before = _model_state(sdpa)
+    rec = Recorder(sdpa, queries=[last])
+    with torch.no_grad(), rec:
+        sdpa(**inputs)
+    first = list(rec.trace.records)
+    # sequentially
+    with pytest.raises(CaptureError, match="entered once"), rec:
+        sdpa(**inputs)
+    assert rec.trace.records == first and _model_state(sdpa) == before
+    # nested in itself
+    again = Recorder(sdpa, queries=[last])
+    with torch.no_grad(), again:
+        with pytest.raises(CaptureError, match="entered once"), again:
+            pass
+        sdpa(**inputs)
+    _same_trace(again.trace, rec.trace)
+    assert _model_state(sdpa) == before
+
+
+@pytest.mark.parametrize("backend", ["native", "nnsight", "transformer_lens"])
+def test_capture_inside_an_active_recorder_is_refused(pair, backend):
+    from somprobe.capture import capture
+
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    last = inputs["input_ids"].shape[1] - 1
+    with torch.no_grad(), Recorder(sdpa, queries=[last]) as alone:
+        sdpa(**inputs)
+    before = _model_state(sdpa)
+    with torch.no_grad(), Recorder(sdpa, queries=[last]) as outer:
+        during = _model_state(sdpa)
+        with pytest.raises(CaptureError, match="already recording"):
+            capture(sdpa, inputs, backend=backend, queries=[3])
+        assert _model_state(sdpa) == during
+        sdpa(**inputs)
+    _same_trace(outer.trace, alone.trace)
+    assert _model_state(sdpa) == before
+
+
+def test_recorder_entered_during_a_capture_is_refused(pair):
+    """A callback that runs inside capture()'s generate cannot start a second recording."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from somprobe.capture import capture
+
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    errors: list[Exception] = []
+
+    class Nested(LogitsProcessor):
+        def __call__(self, input_ids, scores):  # type: ignore[no-untyped-def]
+            try:
+                with Recorder(sdpa, queries=[3]):
+                    pass
+            except CaptureError as err:
+                errors.append(err)
+            return scores
+
+    for backend in ("native", "nnsight"):
+        errors.clear()
+        capture(
+            sdpa,
+            inputs,
+            backend=backend,  # type: ignore[arg-type]
+            max_new_tokens=2,
+            logits_processor=LogitsProcessorList([Nested()]),
+        )
+        assert errors and "already recording" in str(errors[0]), backend
+
+
+# -- the default tag filter ------------------------------------------------------------------
+
+
+def test_digit_filter_rejects_byte_tokens_of_the_tiny_tokenizer(tiny_tokenizer):
+    tok = tiny_tokenizer
+    digits = digit_token_filter(tok)
+    for d in "0123456789":
+        assert digits(tok.convert_tokens_to_ids(d)), d
+    for i in range(256):  # byte tokens pass only where the byte is an ASCII digit
+        byte = f"<0x{i:02X}>"
+        assert digits(tok.convert_tokens_to_ids(byte)) == ("0" <= chr(i) <= "9"), byte
+    for token_id in digits.token_ids:  # type: ignore[attr-defined]
+        text = tok.convert_tokens_to_string([tok.convert_ids_to_tokens(token_id)])
+        assert text.strip().isdigit() and text.strip().isascii(), text
+
+
+def _byte_fallback_tokenizer():
+    """A LLaMA-like tokenizer with no newline piece: a newline is the byte token <0x0A>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["<unk>", *(f"<0x{i:02X}>" for i in range(256)), "▁", ".", *"0123456789"]
+    pieces += ["▁red", "▁blue", "r", "e", "d", "b", "l", "u"]
+    backend = Tokenizer(
+        models.BPE(
+            vocab={p: i for i, p in enumerate(pieces)},
+            merges=[],
+            unk_token="<unk>",
+            byte_fallback=True,
+        )
+    )
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True),
+            pre_tokenizers.Digits(individual_digits=True),
+        ]
+    )
+    backend.decoder = decoders.Sequence(
+        [
+            decoders.Replace("▁", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+
+
+def test_digit_filter_rejects_a_listings_newlines():
+    """In LLaMA's tokenizer every newline is <0x0A>; it must not count as a tag digit."""
+    tok = _byte_fallback_tokenizer()
+    ids = tok("1. red\n2. blue", add_special_tokens=False).input_ids
+    tokens = tok.convert_ids_to_tokens(ids)
+    assert "<0x0A>" in tokens
+    digits = digit_token_filter(tok)
+    assert [t for t, i in zip(tokens, ids, strict=True) if digits(i)] == ["1", "2"]
+
+
+def test_digit_filter_decision_on_a_plain_vocabulary():
+    class VocabOnly:
+        def get_vocab(self):  # type: ignore[no-untyped-def]
+            return {
+                "<0x0A>": 0,
+                "<0x31>": 1,
+                "▁7": 2,
+                "12": 3,
+                "a1": 4,
+                "1.": 5,
+                "²": 6,
+                "Ġ3": 7,
+                "<extra_id_0>": 8,
+                "▁": 9,
+            }
+
+    digits = digit_token_filter(VocabOnly())
+    assert sorted(digits.token_ids) == [1, 2, 3, 7]  # type: ignore[attr-defined]
+
+
+def test_digit_filter_accepts_a_processor_and_refuses_other_objects(tiny_llava):
+    from somprobe.errors import InputError
+
+    _, processor = tiny_llava
+    assert (
+        digit_token_filter(processor).token_ids
+        == digit_token_filter(  # type: ignore[attr-defined]
+            processor.tokenizer
+        ).token_ids
+    )
+    with pytest.raises(InputError, match="tokenizer"):
+        digit_token_filter(None)

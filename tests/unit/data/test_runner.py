@@ -45,8 +45,14 @@ def test_journal_resume_cuts_torn_line_and_orders_output(tmp_path: Path) -> None
 def test_journal_refuses_other_settings_and_damage(tmp_path: Path) -> None:
     path = tmp_path / "j.partial.jsonl"
     Journal(path, {"seed": 1}).close()
+    # nothing finished yet (e.g. the first image failed): other settings simply start afresh
+    Journal(path, {"seed": 2}).close()
+    assert json.loads(path.read_text()) == {"settings": {"seed": 2}}
+    j = Journal(path, {"seed": 2})
+    j.add("a", None)
+    j.close()
     with pytest.raises(InputError, match="same options"):
-        Journal(path, {"seed": 2})
+        Journal(path, {"seed": 1})
     path.write_text(json.dumps({"settings": {"seed": 1}}) + "\n{bad\n" + '{"key": "x"}\n')
     with pytest.raises(DataFormatError, match="line 2 is damaged"):
         Journal(path, {"seed": 1})

@@ -79,3 +79,26 @@ def test_survey_counts_on_a_hand_made_file(tmp_path: Path) -> None:
     share = table.set_index(["unit", "style"])["share"]
     assert share[("record", "item_listing")] == pytest.approx(3 / 7)
     assert json.loads(path.read_text())[0]["id"] == "r0"
+
+
+@pytest.mark.parametrize(
+    ("min_items", "max_item_words"), [(-3, 8), (0, 8), (2, 0), (2, -1), (1.5, 8), (True, 8)]
+)
+def test_thresholds_below_one_are_refused(
+    tmp_path: Path, min_items: object, max_item_words: object
+) -> None:
+    """``min_items=-3`` used to count every answer (even prose) as a listing: share 1.0."""
+    from somprobe.data.survey import survey_records
+    from somprobe.errors import InputError
+
+    kwargs = {"min_items": min_items, "max_item_words": max_item_words}
+    with pytest.raises(InputError, match=r"(min_items|max_item_words)=.*≥ 1"):
+        classify_answer(PROSE, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="≥ 1"):
+        is_listing_style(PROSE, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="≥ 1"):
+        survey_records([], **kwargs)  # type: ignore[arg-type]
+    path = tmp_path / "d.json"
+    write_records([make_record("a", None, [("Q?", PROSE)])], path)
+    with pytest.raises(InputError, match="≥ 1"):
+        survey_file(path, **kwargs)  # type: ignore[arg-type]

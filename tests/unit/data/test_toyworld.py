@@ -197,3 +197,35 @@ def test_toy_dataset_from_the_somprobe_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "train" / "mix_som.json").exists()
     assert (out / "eval" / "listing.json").exists()
+
+
+def test_an_evaluation_split_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``--train 0`` writes the held-out split only (no training files, no mixes)."""
+    from typer.testing import CliRunner
+
+    from somprobe.cli import app
+    from somprobe.data.toyworld.dataset import load_manifest
+
+    manifest = write_toy_dataset(tmp_path / "a", train_scenes=0, eval_scenes=3, seed=3,
+                                 progress=False)  # fmt: skip
+    assert not (tmp_path / "a" / "train").exists()
+    assert manifest["train"]["files"] == {"scenes": 0} and manifest["train"]["mixes"] == {}
+    assert manifest["eval"]["files"]["scenes"] == 3
+    for name in ("listing", "tag_qa", "instruct", "pope_random"):
+        validate_file(tmp_path / "a" / "eval" / f"{name}.json", image_root=tmp_path / "a" / "eval")
+    assert load_manifest(tmp_path / "a")["eval"]["files"]["listing"] == 3
+    # the same held-out scenes as a full dataset's
+    full = write_toy_dataset(tmp_path / "b", train_scenes=2, eval_scenes=3, seed=3, progress=False)
+    assert full["eval"]["files"] == manifest["eval"]["files"]
+    for name in ("eval/pope_adversarial.json", "eval/tagged/images/eval_000002.png"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    result = CliRunner().invoke(
+        app, ["data", "toy", str(tmp_path / "c"), "--train", "0", "--eval", "2", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c" / "eval" / "listing.json").is_file()
+    assert not (tmp_path / "c" / "train").exists()
+    with pytest.raises(InputError, match="nothing to write"):
+        write_toy_dataset(tmp_path / "d", train_scenes=0, eval_scenes=0, progress=False)
+    with pytest.raises(InputError, match="no training scenes"):
+        write_toy_dataset(tmp_path / "d", train_scenes=0, eval_scenes=1, mix_records=5)

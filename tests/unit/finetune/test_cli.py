@@ -41,7 +41,8 @@ def test_errors_are_reported_not_raised(tiny_llava_path: Path, colour_set, tmp_p
     ]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 2
-    assert "no usable training record" in result.output
+    assert "somprobe: error: image folder" in result.output and "does not exist" in result.output
+    assert "Traceback" not in result.output
     bad = runner.invoke(app, [*args[:-1], "--preset", "huge"])
     assert bad.exit_code == 2 and "unknown finetune preset" in bad.output
 

@@ -209,3 +209,53 @@ def test_periodic_eval_keeps_rows_of_other_runs_in_a_shared_csv(tmp_path: Path) 
         ("a", 5),
         ("b", 0),
     ]
+
+
+def test_runs_save_checkpoints_periodically_by_default(
+    tiny_llava_path: Path, colour_set, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A run killed near its end must find a recent checkpoint: by default one is saved
+    every 10 % of the steps, and only the last few are kept."""
+    from somprobe.finetune import PRESETS, get_preset, training_arguments
+
+    for name in PRESETS:
+        preset = get_preset(name)
+        assert 0 < preset.save_steps <= 0.1, name  # a fraction of the run's steps
+        assert preset.save_total_limit is not None and 1 <= preset.save_total_limit <= 2
+        args = training_arguments(preset, tmp_path / name, world_size=1, deepspeed=None)
+        assert args.save_strategy == "steps" and args.save_steps == preset.save_steps
+    data, images = colour_set
+    fast = {k: v for k, v in FAST.items() if k != "save_steps"}
+    finetune(tiny_llava_path, data, images, tmp_path / "run", preset="toy", max_steps=20, **fast)
+    kept = sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*"))
+    assert kept == ["checkpoint-18", "checkpoint-20"]  # every 2 steps, the last two kept
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(
+    tiny_llava_path: Path, colour_set, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Killed while writing checkpoint-6 (its trainer_state.json, written last, missing):
+    the rerun resumes from checkpoint-4, removes the torn folder, ends as a straight run."""
+    data, images = colour_set
+    common: dict[str, Any] = {**FAST, "max_steps": 8, "save_steps": 2, "preset": "toy"}
+    finetune(tiny_llava_path, data, images, tmp_path / "straight", **common)
+    with pytest.raises(Crash):
+        finetune(
+            tiny_llava_path, data, images, tmp_path / "broken", callbacks=[CrashAfterSave(6)],
+            **common,
+        )  # fmt: skip
+    torn = tmp_path / "broken" / "checkpoint-6"
+    (torn / "trainer_state.json").unlink()
+    (torn / "optimizer.pt").write_bytes(b"\x00" * 10)  # half written
+    resumed = finetune(tiny_llava_path, data, images, tmp_path / "broken", **common)
+    assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-4")
+    assert resumed.global_step == 8
+    assert sorted(p.name for p in (tmp_path / "broken").glob("checkpoint-*")) == [
+        "checkpoint-6",  # rewritten by the resumed run, complete now
+        "checkpoint-8",
+    ]
+    assert (torn / "trainer_state.json").is_file()
+    a, _ = load_model(tmp_path / "straight")
+    b, _ = load_model(tmp_path / "broken")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)

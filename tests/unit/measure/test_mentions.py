@@ -332,3 +332,14 @@ def test_listing_property(llama_like, byte_level, numbers, words, style, noise) 
             assert (row.span_start, row.span_end) == _reference_span(
                 tok, text, row.char_start, row.char_end
             )
+
+
+@pytest.mark.parametrize("where", ["alone", "after a mention"])
+def test_token_id_outside_the_vocabulary_is_named(tokenizer, where) -> None:
+    # a decoder drops an unknown id silently: the mentions would simply be missing
+    size = len(tokenizer)
+    ids = tokenizer.encode("1. cat", add_special_tokens=False) if where != "alone" else []
+    with pytest.raises(InputError, match=rf"token id {size + 7} .*vocabulary of {size}"):
+        find_tag_mentions(tokenizer, [*ids, size + 7])
+    with pytest.raises(InputError, match=rf"token id {size}\b"):
+        decode_with_offsets(tokenizer, [*ids, size])

@@ -129,8 +129,10 @@ def test_nan_hidden_states_raise(setup) -> None:
 
 
 def test_metadata_clash_raises() -> None:
+    # "area" is kept as "meta_area" (see below); when that name is taken too, it cannot be
     mask = np.ones((2, 2), bool)
-    tag = Tag(1, "1", mask, mask, (1, 1), (0, 0, 1, 1), "x", metadata={"area": 3})
+    meta = {"area": 3, "meta_area": 4}
+    tag = Tag(1, "1", mask, mask, (1, 1), (0, 0, 1, 1), "x", metadata=meta)
     trace = StubTrace(torch.zeros(1, 2, 3, 4))
     with pytest.raises(DataFormatError, match="clash"):
         build_probe_dataset(
@@ -138,3 +140,54 @@ def test_metadata_clash_raises() -> None:
             pd.DataFrame({"batch": [0], "position": [0], "tag_id": [1]}),
             [TagSet([tag], (2, 2))],
         )
+
+
+def _coco_annotations(n_images: int, rng: np.random.Generator) -> dict[str, object]:
+    """A COCO instances dict: per image three boxes of two categories, COCO's own area."""
+    images, annotations = [], []
+    for image_id in range(1, n_images + 1):
+        images.append({"id": image_id, "width": 64, "height": 48, "file_name": f"{image_id}.jpg"})
+        for k, (x, y) in enumerate([(2, 2), (30, 4), (10, 26)]):
+            w, h = int(rng.integers(12, 22)), int(rng.integers(10, 18))
+            annotations.append(
+                {
+                    "id": 100 * image_id + k, "image_id": image_id,
+                    "category_id": [1, 2, 1][k] if image_id % 2 else [2, 1, 2][k],
+                    "iscrowd": 0, "bbox": [x, y, w, h], "area": float(w * h) + 0.5,
+                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+                }
+            )  # fmt: skip
+    categories = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy-2 notice inside pycocotools
+def test_coco_tagsets_keep_clashing_metadata_under_a_prefix_and_probe() -> None:
+    from somprobe.probes import run_probes
+    from somprobe.tagging import tag_regions
+    from somprobe.tagging.regions import from_coco, load_coco
+
+    rng = np.random.default_rng(0)
+    coco = load_coco(_coco_annotations(12, rng))
+    tagsets = []
+    for image_id in range(1, 13):
+        image = np.full((48, 64, 3), 90, np.uint8)
+        tagsets.append(tag_regions(image, from_coco(coco, image_id)).tagset)
+    rows = [(b, t.id) for b, ts in enumerate(tagsets) for t in ts]
+    mentions = pd.DataFrame(
+        {
+            "batch": [b for b, _ in rows],
+            "position": range(len(rows)),
+            "tag_id": [t for _, t in rows],
+        }
+    )
+    hidden = torch.randn(len(tagsets), len(rows), 3, 6, generator=torch.Generator().manual_seed(0))
+    ds = build_probe_dataset(StubTrace(hidden), mentions, tagsets)
+
+    assert {"area", "meta_area", "coco_category_id", "iscrowd", "bbox"} <= set(ds.samples.columns)
+    first = tagsets[0][int(ds.samples.loc[0, "tag_id"])]
+    assert ds.samples.loc[0, "meta_area"] == first.metadata["area"]  # COCO's own number
+    assert ds.samples.loc[0, "area"] == pytest.approx(first.mask.sum() / (64 * 48))  # built-in
+    assert "meta_area" in ds.target_columns and "area" in ds.target_columns
+    res = run_probes(ds, ["category", "centroid_x", "area"], n_folds=3, n_boot=20)
+    assert set(res.scores["target"]) == {"category", "centroid_x", "area"}
