@@ -37,13 +37,14 @@ def loop_reference(att: np.ndarray, maps: RegionMaps, k: int, thr: float) -> dic
     target = cover[0] >= thr
     n_layer, n_head = att.shape[:2]
     out = {
-        n: np.empty((n_layer, n_head)) for n in ("share_object", "topk_hit", "pointing", "auroc")
+        n: np.empty((n_layer, n_head))
+        for n in ("image_share_object", "topk_hit", "pointing", "auroc")
     }
     for layer in range(n_layer):
         for head in range(n_head):
             a = att[layer, head].ravel()
             p = a / a.sum()
-            out["share_object"][layer, head] = float(p @ cover[0])
+            out["image_share_object"][layer, head] = float(p @ cover[0])
             top = np.argsort(-a, kind="stable")[:k]
             out["topk_hit"][layer, head] = target[top].mean()
             out["pointing"][layer, head] = float(target[np.argmax(a)])
@@ -64,13 +65,13 @@ def bench_scores(reps: int) -> tuple[float, float]:
     obj[5:12, 8:15] = 1.0
     obj[4, 8:15] = 0.4
     maps = RegionMaps.from_parts(object=obj, mark=np.zeros((24, 24)))
-    fast = score_maps(att, maps, k=5)
+    fast = score_maps(att, maps, k=5, target="object")
     slow = loop_reference(att, maps, 5, 0.5)
     for name, ref in slow.items():
         np.testing.assert_allclose(fast[name], ref, rtol=1e-9, atol=1e-12)
     t_fast, t_slow = [], []
     for _ in range(reps):
-        t_fast.append(timeit(lambda: score_maps(att, maps, k=5)))
+        t_fast.append(timeit(lambda: score_maps(att, maps, k=5, target="object")))
         t_slow.append(timeit(lambda: loop_reference(att, maps, 5, 0.5)))
     return statistics.median(t_fast), statistics.median(t_slow)
 

@@ -39,7 +39,7 @@ from somprobe.errors import DataFormatError, InputError, SomprobeError
 from somprobe.measure import (
     DEFAULT_QUESTION,
     aggregate_by_layer,
-    compare_models,
+    compare_scores,
     listing_alignment,
     plot_layer_curves,
     plot_layer_head_map,
@@ -49,7 +49,30 @@ from somprobe.measure import (
 )
 from somprobe.tagging import TaggedImage, tag_regions
 
-METRICS = ["share_object", "share_mark", "lift_object", "topk_hit", "pointing", "auroc"]
+#: compared per layer, absolute mass beside the share conditional on the image; one family
+METRICS = [
+    "mass_object_markfree",
+    "image_share_object_markfree",
+    "lift_object_markfree",
+    "mass_object",
+    "image_share_object",
+    "mass_mark",
+    "image_share_mark",
+    "mass_image",
+    "topk_hit",
+    "pointing",
+    "auroc",
+]
+#: the chance level printed beside each ranking metric (per layer, mean over mentions)
+CHANCE = {"topk_hit": "chance_topk", "pointing": "chance_pointing", "auroc": "chance_auroc"}
+CURVES = [
+    "mass_object_markfree",
+    "image_share_object_markfree",
+    "mass_mark",
+    "image_share_mark",
+    "topk_hit",
+    "auroc",
+]
 MODES = ("teacher_forced", "generated")
 #: --describe: the phrase after each tag number of the teacher-forced listing.
 DESCRIBERS: dict[str, Describer] = {"category": label_describer, "region": region_describer}
@@ -86,7 +109,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--question", default=DEFAULT_QUESTION)
     p.add_argument("--seed", type=int, default=0)
     common.add_output_args(p, JOB)
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (whole images)")
+    p.add_argument(
+        "--permutations",
+        type=int,
+        default=9999,
+        help="sign flips of whole images for the p-values (maxT over layers × metrics)",
+    )
     args = common.resolve_outputs(p.parse_args(argv), JOB)
     if args.images != "toy":
         args.regions = args.regions or ("coco" if args.images == "coco" else "superpixels")
@@ -99,7 +128,9 @@ def check_args(args: argparse.Namespace) -> list[str]:
     """Reject every argument that would fail later (or measure nothing); return the modes.
     Creates nothing."""
     common.check_model_args(args)
-    common.check_positive(args, "limit", "batch_size", "max_new_tokens", "k", "bootstrap")
+    common.check_positive(
+        args, "limit", "batch_size", "max_new_tokens", "k", "bootstrap", "permutations"
+    )
     common.check_positive(args, "short_side")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or sorted(set(modes)) != sorted(modes) or not set(modes) <= set(MODES):
@@ -214,53 +245,68 @@ def run(args: argparse.Namespace) -> int:
     common.write_csv(all_scores, args.out / "scores.csv.gz")
     common.write_csv(all_mentions.drop(columns=["scored_positions"]), args.out / "mentions.csv")
 
-    comparisons = []
     summary: dict[str, Any] = {"untrained_stand_ins": pair.untrained, "images": len(tagged)}
     summary["run"] = common.run_record(args, pair, image_source(args), len(tagged))
+    per: dict[str, list[pd.DataFrame]] = {n: [] for n in pair.names}
     for mode in modes:
         if scores[(base, mode)].empty or scores[(som, mode)].empty:
             counts = {n: int(mentions[(n, mode)]["captured"].sum()) for n in pair.names}
             summary[mode] = f"no paired comparison: tag mentions scored per model {counts}"
             continue
-        per = {n: aggregate_by_layer(scores[(n, mode)], per_mention=True) for n in pair.names}
-        comp = compare_models(
-            per[base],
-            per[som],
+        for n in pair.names:
+            per[n].append(aggregate_by_layer(scores[(n, mode)], per_mention=True).assign(mode=mode))
+    if per[base]:
+        tables = {n: pd.concat(frames, ignore_index=True) for n, frames in per.items()}
+        # one family: every mode × layer × metric, resampled and sign-flipped by image
+        comparison = compare_scores(
+            tables[base],
+            tables[som],
             METRICS,
+            cluster="batch",
+            by=["mode", "layer"],
             pair_on=["batch", "mention", "tag_id"],
             n_resamples=args.bootstrap,
+            n_permutations=args.permutations,
             seed=args.seed,
         )
-        comparisons.append(comp.assign(mode=mode))
-        fig = plot_layer_curves(
-            per,
-            ["share_object", "lift_object", "topk_hit"],
-            title=f"Tag-token attention by layer, {mode.replace('_', '-')} listing",
-        )
-        save_figure(fig, args.figures / f"attn_layer_curves_{mode}.png")
-        summary[mode] = summarise(comp, per, pair.names)
-    if comparisons:
-        common.write_csv(pd.concat(comparisons, ignore_index=True), args.out / "comparison.csv")
+        common.write_csv(comparison, args.out / "comparison.csv")
+        for mode, comp in comparison.groupby("mode", sort=False):
+            by_mode = {n: t[t["mode"] == mode] for n, t in tables.items()}
+            summary[str(mode)] = summarise(comp, by_mode, pair.names)
+            fig = plot_layer_curves(
+                by_mode,
+                CURVES,
+                title=f"Tag-token attention by layer, {str(mode).replace('_', '-')} listing "
+                "(mark-free object; dashed: chance)",
+            )
+            save_figure(fig, args.figures / f"attn_layer_curves_{mode}.png")
+        summary["comparison"] = {
+            "family": f"{len(comparison)} rows: modes × layers × {len(METRICS)} metrics",
+            "correction": comparison.attrs.get("correction"),
+            "resampled": "whole images (bootstrap) and sign flips of whole images (p)",
+        }
     tf = scores.get((som, "teacher_forced"))
     if tf is not None and not tf.empty:
         key = ["batch", "mention", "layer", "head"]
-        diff = (
-            tf.set_index(key)["lift_object"]
-            - scores[(base, "teacher_forced")].set_index(key)["lift_object"]
-        )
+        metric = "mass_object_markfree"
+        diff = tf.set_index(key)[metric] - scores[(base, "teacher_forced")].set_index(key)[metric]
         fig = plot_layer_head_map(
-            diff.rename("lift_object").reset_index(),
-            "lift_object",
+            diff.rename(metric).reset_index(),
+            metric,
             center=0.0,
-            title=f"lift_object: {som} − {base} (teacher-forced)",
+            title=f"{metric}: {som} − {base} (teacher-forced, absolute attention)",
         )
         save_figure(fig, args.figures / "attn_layer_head_diff.png")
-        best_layer = int(aggregate_by_layer(tf).sort_values("lift_object").iloc[-1]["layer"])
+        # the picture's layer: where the two models together look most at their objects
+        # (chosen without favouring either model)
+        pooled = pd.concat([tf, scores[(base, "teacher_forced")]])
+        figure_layer = int(pooled.groupby("layer")["image_share_object_markfree"].mean().idxmax())
+        summary["figure_layer"] = figure_layer
         item = tagged[0]
         maps, layout = {}, None
         for name, (model, processor) in models.items():
             maps[name], layout = tag_attention_maps(
-                model, processor, item, best_layer, question=DEFAULT_QUESTION, describer=describer
+                model, processor, item, figure_layer, question=DEFAULT_QUESTION, describer=describer
             )
         fig = plot_top_patches(
             item.image,
@@ -268,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
             layout,
             item.tagset,
             k=args.k,
-            title=f"Top-{args.k} patches per tag token, layer {best_layer} (heads averaged)",
+            title=f"Top-{args.k} patches per tag token, layer {figure_layer} (heads averaged)",
         )
         save_figure(fig, args.figures / "attn_top_patches.png")
     summary["seconds"] = round(time.perf_counter() - started, 1)
@@ -280,20 +326,33 @@ def run(args: argparse.Namespace) -> int:
 def summarise(
     comp: pd.DataFrame, per: dict[str, pd.DataFrame], names: tuple[str, str]
 ) -> dict[str, Any]:
-    """Per metric, the layer where the SoM model gains most, with its interval."""
+    """Every layer of every metric: both models' means, the paired difference with its
+    image-bootstrap interval and family-adjusted p, the pairs and images behind it, and
+    (for top-k, pointing, AUROC) the chance level."""
     out: dict[str, Any] = {
         "mentions": {n: len(v[["batch", "mention"]].drop_duplicates()) for n, v in per.items()}
     }
-    for metric, group in comp.groupby("metric"):
-        row = group.sort_values("mean_diff").iloc[-1]
-        out[str(metric)] = {
-            "layer": int(row["layer"]),
-            names[0]: round(float(row["mean_a"]), 4),
-            names[1]: round(float(row["mean_b"]), 4),
-            "diff": round(float(row["mean_diff"]), 4),
-            "ci95": [round(float(row["ci_low"]), 4), round(float(row["ci_high"]), 4)],
-            "p_holm": float(row["p_adjusted"]),
-        }
+    for metric in METRICS:
+        rows = comp[comp["metric"] == metric].sort_values("layer")
+        layers = []
+        for r in rows.itertuples():
+            row: dict[str, Any] = {
+                "layer": int(r.layer),
+                names[0]: round(float(r.mean_a), 4),
+                names[1]: round(float(r.mean_b), 4),
+                "diff": round(float(r.mean_diff), 4),
+                "ci95": [round(float(r.ci_low), 4), round(float(r.ci_high), 4)],
+                "p_adjusted": float(r.p_adjusted),
+                "significant": bool(r.significant),
+                "n_pairs": int(r.n_pairs),
+                "n_images": int(r.n_clusters),
+            }
+            if metric in CHANCE:
+                for n, table in per.items():
+                    at = table[(table["layer"] == r.layer) & table[metric].notna()]
+                    row[f"chance_{n}"] = round(float(at[CHANCE[metric]].mean()), 4)
+            layers.append(row)
+        out[metric] = layers
     return out
 
 
@@ -301,23 +360,32 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"\nimages: {summary['images']}  time: {summary['seconds']} s")
     if summary["untrained_stand_ins"]:
         print("(untrained stand-in models: numbers show the pipeline works, nothing more)")
+    if "comparison" in summary:
+        c = summary["comparison"]
+        print(f"family: {c['family']}; correction {c['correction']}; {c['resampled']}")
     for mode, block in summary.items():
-        if mode in {"images", "seconds", "untrained_stand_ins", "run"}:
+        if mode in {"images", "seconds", "untrained_stand_ins", "run", "comparison"}:
+            continue
+        if mode == "figure_layer":
             continue
         if not isinstance(block, dict):
             print(f"\n{mode}: {block}")
             continue
         print(f"\n{mode}: mentions scored {block['mentions']}")
         for metric in METRICS:
-            if metric in block:
-                r = block[metric]
-                vals = ", ".join(
-                    f"{k} {v}" for k, v in r.items() if k not in {"layer", "diff", "ci95", "p_holm"}
-                )
+            for r in block.get(metric, []):
+                models = [k for k in r if k not in ROW_KEYS and not k.startswith("chance_")]
+                vals = "  ".join(f"{m} {r[m]:.4f}" for m in models)
+                chance = [f"{r[k]:.3f}" for k in r if k.startswith("chance_")]
+                mark = "*" if r["significant"] else " "
                 print(
-                    f"  {metric:13s} best layer {r['layer']}: {vals}; diff {r['diff']:+.4f} "
-                    f"[{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}] p_holm={r['p_holm']:.3g}"
+                    f"  {metric:28s} L{r['layer']}: {vals}  diff {r['diff']:+.4f} "
+                    f"[{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}] p_adj={r['p_adjusted']:.3g}{mark}"
+                    + (f"  chance {'/'.join(chance)}" if chance else "")
                 )
+
+
+ROW_KEYS = {"layer", "diff", "ci95", "p_adjusted", "significant", "n_pairs", "n_images"}
 
 
 if __name__ == "__main__":

@@ -3,27 +3,34 @@
 Default (no flags, no network): the two toy models shipped in ``models/`` on held-out
 tagged toy-world scenes (scene seeds ``[seed, 1, i]``, never drawn for training). Each
 model is teacher-forced through the ground-truth listing ("1. red circle\\n2. …"), and
-the residual stream after every decoder layer is recorded at each tag number (the last
-token of the label: the first position at which the model has read the whole tag, and
-before it has read the object's name). Per layer, linear probes decode the tagged
-object's colour and shape (multinomial logistic, accuracy) and its centroid x, y and
-area (ridge on values normalised to [0, 1], R²) with ``somprobe.probes``: whole images
-held out for testing, L2 strength by grouped cross-validation, the Hewitt & Liang control
-task (every tag number gets one fixed random label), selectivity (task − control), a
-majority-class / training-mean baseline, and 95% cluster-bootstrap intervals over test
-images. The two models are compared on the same test samples (paired bootstrap).
+the residual stream after every decoder layer is recorded at three tokens of each listing
+line (``--at``): the tag ``number`` (its last token: the model has read the whole tag but
+not yet the object's name), the ``dot`` after it (where the model predicts the name) and
+the first ``attribute`` word (in the toy world the colour word itself, so colour read there
+is the token's identity). Per layer, linear probes decode the tagged object's colour and
+shape (multinomial logistic, accuracy) and its centroid x, y and area (ridge on values
+normalised to [0, 1], R²) with ``somprobe.probes``: whole images held out for testing, L2
+strength by grouped cross-validation, 95% cluster-bootstrap intervals over test images.
 
-Reading the control: at a tag token the token *is* the tag number, so a label that is a
-fixed function of the number (the control task) is decodable almost perfectly, and
-selectivity (task − control) comes out negative. It still shows how far a probe's score
-could come from the number alone; tags are numbered by object area (smallest first), so
-area in particular is partly readable from the number. Compare the task curve with the
-baseline, and the two models with each other.
+Controls that can knock a claim over, each beside the task with its paired difference:
 
-Writes ``results/probe_tags/`` under the current folder (``probes.csv``: model × layer ×
-target × probe; ``comparison.csv``: SoM − baseline; ``run.json``) and
-``results/probe_tags/figures/probe_layers.png`` (``--figures figures`` from the
-repository root: the shipped figure).
+* ``control``: Hewitt & Liang's control task keyed on the object's identity (one fixed
+  random label per category; in the toy world colour and shape are functions of the
+  category, so a state that knows the category decodes both);
+* ``binding``: the same hidden state probed for the attribute of *another* object of the
+  same image (the next tag's, cyclically): near chance if the state is bound to its own
+  object;
+* ``number_baseline``: the attribute predicted from the tag number and list position alone
+  (tags are numbered smallest object first, so the number alone tells something about
+  area): a probe no better than this learned nothing from the hidden state;
+* ``baseline``: the majority class / training mean; every row also carries its ``chance``.
+
+The two models are compared on the same test samples (paired bootstrap).
+
+Writes ``results/probe_tags/`` under the current folder (``probes.csv``: model × token ×
+layer × target × probe; ``comparison.csv``: SoM − baseline; ``run.json``) and
+``results/probe_tags/figures/probe_layers_<token>.png`` (``--figures figures`` from the
+repository root: the shipped figures).
 
 Real checkpoints go through the same code path (on the same toy scenes):
 
@@ -49,16 +56,20 @@ from somprobe.data.toyworld.dataset import EVAL_LISTING_PROMPT, iter_scenes
 from somprobe.errors import InputError, SomprobeError
 from somprobe.measure import save_figure, teacher_forced_listing
 from somprobe.probes import (
+    POSITIONS,
     REGION_TARGETS,
     ProbeDataset,
-    build_probe_dataset,
+    build_probe_datasets,
     compare_probes,
+    listing_positions,
     plot_probe_curves,
     run_probes,
 )
 from somprobe.tagging import TaggedImage
 
 TARGETS = ("colour", "shape", "centroid_x", "centroid_y", "area")
+CONTROLS = ("control", "binding", "number_baseline")
+PLOTTED = ("task", "control", "binding", "number_baseline", "baseline")
 JOB = "probe_tags"
 TARGET_LABELS = {
     "colour": "colour",
@@ -80,6 +91,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="what to probe: tag metadata (colour, shape, size), category, centroid_x, "
         "centroid_y, area",
     )
+    p.add_argument(
+        "--at",
+        default=",".join(POSITIONS),
+        help=f"listing tokens to probe, from {POSITIONS} (the tag number, the '.' after it, "
+        "the first attribute word)",
+    )
     p.add_argument("--question", default=EVAL_LISTING_PROMPT, help="the listing request")
     p.add_argument("--batch-size", type=int, default=16, help="scenes per forward pass")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the L2")
@@ -92,11 +109,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> list[str]:
     """Reject values that would only fail later; return the targets. Creates nothing
-    (the targets are checked against the toy world's tag metadata)."""
+    (the targets are checked against the toy world's tag metadata). Sets ``args.at``."""
     common.check_positive(args, "limit", "batch_size", "bootstrap")
     common.check_model_args(args)
     if args.folds < 2 or not 0 < args.test_size < 1:
         raise InputError("--folds must be ≥ 2 and --test-size lie strictly between 0 and 1")
+    args.at = [a.strip() for a in str(args.at).split(",") if a.strip()]
+    if not args.at or set(args.at) - set(POSITIONS):
+        raise InputError(f"--at must name tokens from {POSITIONS}, got {args.at}")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not targets:
         raise InputError("--targets is empty; name at least one, e.g. colour")
@@ -116,14 +136,15 @@ def tag_token_dataset(
     keys: Sequence[str],
     args: argparse.Namespace,
     desc: str,
-) -> ProbeDataset:
-    """Hidden states at every tag number of the teacher-forced listing, all scenes."""
-    parts = []
+) -> dict[str, ProbeDataset]:
+    """Hidden states at the listing tokens ``args.at`` of every line, all scenes: one
+    dataset per token, the same samples in the same order."""
+    parts: dict[str, list[ProbeDataset]] = {at: [] for at in args.at}
     starts = range(0, len(tagged), args.batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=args.no_progress):
         chunk = tagged[start : start + args.batch_size]
         result, mentions = teacher_forced_listing(
-            model, processor, chunk, question=args.question, attention=False
+            model, processor, chunk, question=args.question, queries="answer", attention=False
         )
         for b, item in enumerate(chunk):
             found = mentions[mentions["batch"] == b]
@@ -132,15 +153,19 @@ def tag_token_dataset(
                     f"scene {keys[start + b]}: the listing's tag mentions {list(found['tag_id'])} "
                     f"do not match its tags {item.tagset.ids}"
                 )
-        parts.append(
-            build_probe_dataset(
-                result.trace,
-                mentions[["batch", "position", "tag_id"]],
-                [t.tagset for t in chunk],
-                image_ids=list(keys[start : start + len(chunk)]),
-            )
+        positioned = listing_positions(
+            processor.tokenizer, result.inputs["input_ids"], result.answer_spans, mentions
         )
-    return concat_datasets(parts, args.batch_size)
+        built = build_probe_datasets(
+            result.trace,
+            positioned,
+            [t.tagset for t in chunk],
+            image_ids=list(keys[start : start + len(chunk)]),
+            at=args.at,
+        )
+        for at, ds in built.items():
+            parts[at].append(ds)
+    return {at: concat_datasets(p, args.batch_size) for at, p in parts.items()}
 
 
 def concat_datasets(parts: Sequence[ProbeDataset], batch_size: int) -> ProbeDataset:
@@ -155,7 +180,7 @@ def concat_datasets(parts: Sequence[ProbeDataset], batch_size: int) -> ProbeData
 
 
 def plot_layers(scores: pd.DataFrame, targets: Sequence[str], title: str) -> Any:
-    """One panel per target: task, control and baseline by layer, one colour per model."""
+    """One panel per target: task, controls and baseline by layer, one colour per model."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -165,7 +190,7 @@ def plot_layers(scores: pd.DataFrame, targets: Sequence[str], title: str) -> Any
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.5 * nrows), squeeze=False)
     flat = list(axes.flat)
     for ax, target in zip(flat, targets, strict=False):
-        plot_probe_curves(scores, target, probes=("task", "control", "baseline"), ax=ax)
+        plot_probe_curves(scores, target, probes=PLOTTED, ax=ax)
         rows = scores[scores["target"] == target]
         regression = rows["metric"].iloc[0] == "r2"
         ax.set_title(f"{TARGET_LABELS.get(target, target)} ({'R²' if regression else 'accuracy'})")
@@ -181,10 +206,13 @@ def plot_layers(scores: pd.DataFrame, targets: Sequence[str], title: str) -> Any
     labels = [f"{lab[: -len(' baseline')]} majority / mean" if lab.endswith(" baseline") else lab
               for lab in labels]  # fmt: skip
     flat[len(targets)].legend(
-        handles, labels, loc="upper center", title="model, probe", frameon=False
-    )
+        handles, labels, loc="upper center", title="model, probe", frameon=False, ncol=2,
+        fontsize=9,
+    )  # fmt: skip
     flat[len(targets)].text(
-        0.5, 0.02, "control: one random label per tag number\n(Hewitt & Liang control task)",
+        0.5, 0.0, "control: one random label per category (Hewitt & Liang)\n"
+        "binding: another object's label, same image\n"
+        "number baseline: tag number + list position only",
         ha="center", va="bottom", fontsize=9, transform=flat[len(targets)].transAxes,
     )  # fmt: skip
     fig.suptitle(title)
@@ -195,23 +223,23 @@ def plot_layers(scores: pd.DataFrame, targets: Sequence[str], title: str) -> Any
 def summarise(
     scores: pd.DataFrame, comparison: pd.DataFrame, names: tuple[str, str]
 ) -> list[dict[str, Any]]:
-    """Per target and model the best layer; per target the layer of the SoM model's largest
-    selectivity gain (picked after looking: read its interval with that in mind)."""
+    """Per listing token, target and model, every layer: the task with its interval and
+    the controls' values; per token and target, the SoM − baseline task difference at
+    every layer."""
     out = []
-    table = scores.set_index(["model", "target", "probe", "layer"]).sort_index()
-    for target in scores["target"].unique():
-        block: dict[str, Any] = {"target": target}
+    probes = ("task", *CONTROLS, "baseline")
+    table = scores.set_index(["at", "model", "target", "probe", "layer"]).sort_index()
+    comp = comparison.set_index(["at", "target", "probe", "layer"]).sort_index()
+    for (at, target), rows in scores.groupby(["at", "target"], sort=False):
+        block: dict[str, Any] = {"at": at, "target": target, "metric": rows["metric"].iloc[0]}
         for model in names:
-            task = table.loc[(model, target, "task")]
-            layer = int(task["value"].idxmax())
-            block[model] = {"layer": layer, "metric": task["metric"].iloc[0]} | {
-                probe: interval(table.loc[(model, target, probe, layer)])
-                for probe in ("task", "control", "selectivity", "baseline")
+            block[model] = {
+                int(layer): {p: interval(table.loc[(at, model, target, p, layer)]) for p in probes}
+                for layer in sorted(rows["layer"].unique())
             }
-        comp = comparison[comparison["target"] == target].set_index(["probe", "layer"]).sort_index()
-        layer = int(comp.loc["selectivity", "value"].idxmax())
-        block["diff"] = {"layer": layer} | {
-            probe: interval(comp.loc[(probe, layer)]) for probe in ("task", "selectivity")
+        block["diff"] = {
+            int(layer): interval(comp.loc[(at, target, "task", layer)])
+            for layer in sorted(rows["layer"].unique())
         }
         out.append(block)
     return out
@@ -235,19 +263,13 @@ def print_summary(
     if info["untrained_stand_ins"]:
         print("(untrained stand-in models: numbers show the pipeline works, nothing more)")
     for block in blocks:
-        print(f"\n{block['target']}:")
+        print(f"\n{block['target']} at the {block['at']} token ({block['metric']}):")
         for model in names:
-            r = block[model]
-            print(
-                f"  {model:10s} best layer {r['layer']}: {r['metric']} {fmt(r['task'])}, control "
-                f"{r['control'][0]:.3f}, selectivity {fmt(r['selectivity'], True)}, "
-                f"baseline {r['baseline'][0]:.3f}"
-            )
-        d = block["diff"]
-        print(
-            f"  {names[1]} − {names[0]} (layer {d['layer']}, largest selectivity gain): task "
-            f"{fmt(d['task'], True)}, selectivity {fmt(d['selectivity'], True)}"
-        )
+            for layer, r in block[model].items():
+                controls = ", ".join(f"{p} {r[p][0]:.3f}" for p in (*CONTROLS, "baseline"))
+                print(f"  {model:10s} L{layer}: task {fmt(r['task'])}; {controls}")
+        diffs = "  ".join(f"L{k} {fmt(v, True)}" for k, v in block["diff"].items())
+        print(f"  {names[1]} − {names[0]} task: {diffs}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,32 +285,44 @@ def run(args: argparse.Namespace) -> int:
     scenes = list(iter_scenes(WorldConfig(), "eval", args.limit, seed=args.seed))
     tagged = [tag_scene(scene) for _, scene in scenes]
     keys = [key for key, _ in scenes]
-    results, datasets = {}, {}
+    results: dict[tuple[str, str], Any] = {}
+    samples = 0
+    layers: list[int] = []
     for name, model, processor in common.load_each(pair, args, dtype):
-        ds = tag_token_dataset(model, processor, tagged, keys, args, desc=f"{name} capture")
+        by_token = tag_token_dataset(model, processor, tagged, keys, args, desc=f"{name} capture")
         del model
-        datasets[name] = ds
-        results[name] = run_probes(
-            ds, targets, n_folds=args.folds, test_size=args.test_size, n_boot=args.bootstrap,
-            seed=args.seed,
-        )  # fmt: skip
+        for at, ds in by_token.items():
+            samples, layers = len(ds.samples), list(ds.layers)
+            results[(name, at)] = run_probes(
+                ds, targets, controls=CONTROLS, n_folds=args.folds, test_size=args.test_size,
+                n_boot=args.bootstrap, seed=args.seed,
+            )  # fmt: skip
     scores = pd.concat(
-        [r.scores.assign(model=n) for n, r in results.items()], ignore_index=True
-    ).pipe(lambda df: df[["model", *df.columns.drop("model")]])
-    comparison = compare_probes(
-        results[names[0]], results[names[1]], names=names, n_boot=args.bootstrap, seed=args.seed
-    )
+        [r.scores.assign(model=n, at=at) for (n, at), r in results.items()], ignore_index=True
+    ).pipe(lambda df: df[["model", "at", *df.columns.drop(["model", "at"])]])
+    comparison = pd.concat(
+        [
+            compare_probes(
+                results[(names[0], at)], results[(names[1], at)], names=names,
+                n_boot=args.bootstrap, seed=args.seed,
+            ).assign(at=at)
+            for at in args.at
+        ],
+        ignore_index=True,
+    )  # fmt: skip
     common.write_csv(scores, args.out / "probes.csv")
     common.write_csv(comparison, args.out / "comparison.csv")
-    ds = datasets[names[0]]
-    title = (
-        f"Linear probes at tag tokens, {names[0]} vs {names[1]}: task, control and baseline by "
-        f"layer\n({args.limit} held-out toy scenes, shaded: 95% bootstrap CI over test images)"
-    )
-    save_figure(plot_layers(scores, targets, title), args.figures / "probe_layers.png")
+    for at in args.at:
+        title = (
+            f"Linear probes at the {at} token of each listing line, {names[0]} vs {names[1]}: "
+            f"task, controls and baseline by layer\n({args.limit} held-out toy scenes, "
+            "shaded: 95% bootstrap CI over test images)"
+        )
+        fig = plot_layers(scores[scores["at"] == at], targets, title)
+        save_figure(fig, args.figures / f"probe_layers_{at}.png")
     info = common.write_run_info(
         args, pair, (started, cpu), images=common.toy_images(args), n_images=len(tagged),
-        samples=len(ds.samples), layers=ds.layers, targets=targets,
+        samples=samples, layers=layers, targets=targets, at=args.at, controls=list(CONTROLS),
     )  # fmt: skip
     print_summary(summarise(scores, comparison, names), names, info)
     return 0

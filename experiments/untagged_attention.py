@@ -16,11 +16,12 @@ Each model writes its answer (greedy). The attention of the question's object-wo
 tokens is captured in the prompt pass of that generation; the attention of the answer
 tokens in one forward pass over the prompt and the model's own answer (so the last
 token has a row too). Both are scored per layer and head against the queried object's
-pixels (``somprobe.measure.align.score_alignment``: share of the image attention on the object,
-lift over its area, top-k hit rate, pointing game, AUROC), heads averaged per layer, and
-the two models are compared on the same questions with paired statistics
-(``somprobe.measure.stats.compare_models``: Wilcoxon, BCa bootstrap CI, Holm over token
-groups × layers).
+pixels (``somprobe.measure.align.score_alignment``: absolute attention mass on the object
+and on the image, the object's share of the image attention, lift over its area, top-k hit
+rate, pointing game, AUROC), heads averaged per layer, and the two models are compared on
+the same questions with paired statistics (``somprobe.measure.compare_scores``: intervals
+from resampling whole scenes, p-values from sign flips of whole scenes, maxT family-wise
+adjustment over token groups × layers (and their mean) × metrics, every layer reported).
 
 Writes ``results/untagged_attention/`` under the current folder (``scores.csv`` one row
 per model × question × token group × layer × head, ``answers.csv``, ``comparison.csv``,
@@ -63,7 +64,7 @@ from somprobe.errors import InputError
 from somprobe.evals.tag_qa import answer_correct
 from somprobe.measure import (
     aggregate_by_layer,
-    compare_models,
+    compare_scores,
     decode_with_offsets,
     patch_attention,
     plot_layer_curves,
@@ -78,7 +79,15 @@ from somprobe.tagging import TagSet
 
 KINDS = ("colour", "shape", "exists")
 GROUPS = ("question_word", "answer")
-METRICS = ["share_object", "lift_object", "topk_hit", "pointing", "auroc"]
+METRICS = [
+    "mass_object",
+    "image_share_object",
+    "lift_object",
+    "mass_image",
+    "topk_hit",
+    "pointing",
+    "auroc",
+]
 # the evals' scoring rule of each kind (exists: yes/no as in POPE)
 _SCORED_AS = {"colour": "colour", "shape": "shape", "exists": "is_there"}
 JOB = "untagged_attention"
@@ -97,7 +106,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--figure-layer", type=int, default=None, help="default: most object-focused")
     p.add_argument("--seed", type=int, default=0)
     common.add_output_args(p, JOB)
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (scenes)")
+    p.add_argument(
+        "--permutations", type=int, default=9999, help="sign flips of whole scenes for p-values"
+    )
     args = common.resolve_outputs(p.parse_args(argv), JOB)
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     return args
@@ -108,7 +120,7 @@ def check_args(args: argparse.Namespace) -> None:
     bad = [k for k in args.kinds if k not in KINDS]
     if bad or not args.kinds:
         raise InputError(f"--kinds must name kinds from {KINDS}, got {args.kinds}")
-    for name in ("limit", "batch_size", "max_new_tokens", "k", "top", "bootstrap"):
+    for name in ("limit", "batch_size", "max_new_tokens", "k", "top", "bootstrap", "permutations"):
         if getattr(args, name) < 1:
             raise InputError(
                 f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
@@ -242,7 +254,8 @@ def _score(
     if not rows:
         return pd.DataFrame()
     tagsets = {b: truths[it.scene] for b, it in enumerate(chunk)}
-    scores = score_alignment(trace, layout, tagsets, pd.DataFrame(rows), k=k)
+    # nothing is drawn on an untagged image: the target is the object's own patches
+    scores = score_alignment(trace, layout, tagsets, pd.DataFrame(rows), k=k, target="object")
     scores["batch"] = [chunk[b].scene for b in scores["batch"]]
     return scores
 
@@ -318,21 +331,33 @@ def per_question(scores: pd.DataFrame) -> pd.DataFrame:
 def compare(
     per: dict[str, pd.DataFrame], args: argparse.Namespace
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Paired comparisons per token group × layer, and on the layer means."""
-    pairs = {"pair_on": ["batch", "mention"], "n_resamples": args.bootstrap, "seed": args.seed}
-    by_layer = compare_models(per["base"], per["som"], METRICS, by=["tokens", "layer"], **pairs)
-    means = {
-        k: v.groupby(["tokens", "batch", "mention"])[METRICS].mean().reset_index()
-        for k, v in per.items()
-    }
-    overall = compare_models(means["base"], means["som"], METRICS, by=["tokens"], **pairs)
-    return by_layer, overall
+    """Paired comparisons per token group × layer and on the layer means, in one family
+    (maxT over every row), resampled by scene; returns (per layer, layer means)."""
+
+    def with_means(df: pd.DataFrame) -> pd.DataFrame:
+        means = df.groupby(["tokens", "batch", "mention"])[METRICS].mean().reset_index()
+        return pd.concat([df.astype({"layer": object}), means.assign(layer="mean")])
+
+    comparison = compare_scores(
+        with_means(per["base"]),
+        with_means(per["som"]),
+        METRICS,
+        cluster="batch",
+        by=["tokens", "layer"],
+        pair_on=["mention"],
+        n_resamples=args.bootstrap,
+        n_permutations=args.permutations,
+        seed=args.seed,
+    )
+    overall = comparison["layer"].eq("mean")
+    return comparison[~overall].reset_index(drop=True), comparison[overall].reset_index(drop=True)
 
 
 def accuracy(
     answers: dict[str, pd.DataFrame], names: dict[str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Each model's answer accuracy (Wilson 95 % CI) and the paired difference."""
+    """Each model's answer accuracy (Wilson 95 % CI) and the paired difference (resampled
+    and sign-flipped by scene: several questions come from one scene)."""
     out: dict[str, Any] = {}
     for key, df in answers.items():
         n, hits = len(df), int(df["correct"].sum())
@@ -340,7 +365,8 @@ def accuracy(
         out[names[key]] = {"accuracy": round(hits / n, 4), "n": n,
                            "ci95": [round(ci.low, 4), round(ci.high, 4)]}  # fmt: skip
     a, b = (answers[k].assign(correct=answers[k]["correct"].astype(float)) for k in ("base", "som"))
-    diff = compare_models(a, b, "correct", by=[], pair_on=["qid"], n_resamples=args.bootstrap,
+    diff = compare_scores(a, b, "correct", cluster="image", by=[], pair_on=["qid"],
+                          n_resamples=args.bootstrap, n_permutations=args.permutations,
                           seed=args.seed).iloc[0]  # fmt: skip
     out["diff"] = _diff_block(diff)
     return out
@@ -350,8 +376,9 @@ def _diff_block(row: pd.Series) -> dict[str, Any]:
     return {
         "diff": round(float(row["mean_diff"]), 4),
         "ci95": [round(float(row["ci_low"]), 4), round(float(row["ci_high"]), 4)],
-        "p_holm": float(row["p_adjusted"]),
+        "p_adjusted": float(row["p_adjusted"]),
         "n_pairs": int(row["n_pairs"]),
+        "n_scenes": int(row["n_clusters"]),
     }
 
 
@@ -365,7 +392,7 @@ def figure_layer(per: dict[str, pd.DataFrame], given: int | None) -> int:
         if given not in layers:
             raise InputError(f"--figure-layer {given} was not captured (layers {layers})")
         return given
-    return int(words.groupby("layer")["share_object"].mean().idxmax())
+    return int(words.groupby("layer")["image_share_object"].mean().idxmax())
 
 
 def plot_query_patches(
@@ -410,9 +437,11 @@ def plot_query_patches(
 
 
 def plot_layers(per: dict[str, pd.DataFrame], names: dict[str, str], seed: int) -> Figure:
-    """Object share and AUROC per layer, one panel per token group, one line per model."""
+    """Absolute attention on the object, its share of the image attention and AUROC per
+    layer, one panel per token group, one line per model."""
     panels = {
-        "share_object": "share on object",
+        "mass_object": "attention on object\n(absolute)",
+        "image_share_object": "share of image attention\non object",
         "auroc": "AUROC (object vs rest)",
     }
     wide = {}
@@ -430,20 +459,27 @@ def plot_layers(per: dict[str, pd.DataFrame], names: dict[str, str], seed: int) 
         title="Untagged scenes: attention on the queried object by layer, "
         f"{' vs '.join(wide)} (mean over questions, 95% bootstrap CI)",
         seed=seed,
+        ncols=len(GROUPS),
     )
     area = float(pd.concat(per.values())["area_object"].mean())
-    for i, ax in enumerate(fig.axes):
-        chance = area if i < len(GROUPS) else 0.5
-        ax.axhline(chance, color="grey", lw=1, ls="--", label="uniform attention")
+    # per kind of panel: the uniform-attention level (none for the absolute mass, which
+    # also depends on how much attention goes to the text)
+    uniform = {"mass_object": None, "image_share_object": area, "auroc": 0.5}
+    n = len(GROUPS)
+    for i, ax in enumerate(fig.axes[: n * len(panels)]):
+        level = uniform[list(panels)[i // n]]
+        if level is not None:
+            ax.axhline(level, color="grey", lw=1, ls="--", label="uniform attention")
         legend = ax.get_legend()
         if i and legend is not None:
             legend.remove()
         elif not i:
             ax.legend(fontsize=9, title=None)
-    for pair in (fig.axes[: len(GROUPS)], fig.axes[len(GROUPS) :]):
-        low = min(ax.get_ylim()[0] for ax in pair)
-        high = max(ax.get_ylim()[1] for ax in pair)
-        for ax in pair:
+    for k in range(len(panels)):  # one y range per kind of panel
+        same = fig.axes[k * n : (k + 1) * n]
+        low = min(ax.get_ylim()[0] for ax in same)
+        high = max(ax.get_ylim()[1] for ax in same)
+        for ax in same:
             ax.set_ylim(low, high)
     return fig
 
@@ -483,7 +519,7 @@ def figure_rows(
             maps = region_maps(
                 truths[it.scene], it.tag_id, partial(layout.mask_to_patches, image=b)
             )
-            hit = float(score_maps(two_d, maps, k=top)["topk_hit"])
+            hit = float(score_maps(two_d, maps, k=top, target="object")["topk_hit"])
             answer = run.answers.set_index("qid").loc[it.qid]
             name = names[key]
             row["maps"][name] = (two_d, layout, b)
@@ -567,8 +603,9 @@ def _tidy(scores: pd.DataFrame, info: pd.DataFrame, name: str) -> pd.DataFrame:
     """Score rows with model, question and token-group columns in front."""
     df = scores.rename(columns={"format": "tokens", "label": "object"})
     df["qid"] = df["mention"] // 2
-    # nothing is drawn on an untagged image and no sinks are excluded: drop those columns
-    unused = [c for c in df.columns if "mark" in c] + ["sink_share", "n_excluded"]
+    # nothing is drawn on an untagged image: the mark columns (and the mark-free object,
+    # the same as the object here) say nothing
+    unused = [c for c in df.columns if "mark" in c]
     df = df.drop(columns=["mention", "hallucinated", "batch", *unused])
     df = df.merge(info, on="qid", how="left")
     front = ["model", "image", "qid", "kind", "question", "object", "tag_id", "tokens"]
@@ -602,12 +639,19 @@ def summarise(
                 continue
             r = row.iloc[0]
             layers = by_layer[(by_layer["tokens"] == group) & (by_layer["metric"] == metric)]
-            widest = layers.loc[layers["mean_diff"].abs().idxmax()]
             block[metric] = {
                 names["base"]: round(float(r["mean_a"]), 4),
                 names["som"]: round(float(r["mean_b"]), 4),
                 **_diff_block(r),
-                "largest_layer_diff": {"layer": int(widest["layer"]), **_diff_block(widest)},
+                "layers": [
+                    {
+                        "layer": int(x["layer"]),
+                        names["base"]: round(float(x["mean_a"]), 4),
+                        names["som"]: round(float(x["mean_b"]), 4),
+                        **_diff_block(x),
+                    }
+                    for _, x in layers.sort_values("layer").iterrows()
+                ],
                 "layers_significant": int(layers["significant"].sum()),
             }
         out[group] = block
@@ -637,18 +681,23 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"queried object's share of the image area (uniform attention): {summary['object_area']:.3f}"
     )
     for group in GROUPS:
-        print(f"\n{group.replace('_', ' ')} tokens, layers averaged ({models[1]} − {models[0]}, "
-              "95% BCa CI, Wilcoxon p):")  # fmt: skip
+        print(f"\n{group.replace('_', ' ')} tokens, layer mean and every layer ({models[1]} − {models[0]}, "
+              "95% CI over scenes, p maxT-adjusted over the family):")  # fmt: skip
         for metric, r in summary[group].items():
-            w = r["largest_layer_diff"]
             print(
-                f"  {metric:13s} {models[0]} {r[models[0]]:.4f}  {models[1]} {r[models[1]]:.4f}  "
-                f"diff {_fmt(r)}; largest at layer {w['layer']}: {_fmt(w)}"
+                f"  {metric:18s} mean {models[0]} {r[models[0]]:.4f}  {models[1]} "
+                f"{r[models[1]]:.4f}  diff {_fmt(r)}"
             )
+            for w in r["layers"]:
+                print(
+                    f"  {'':18s} L{w['layer']}   {models[0]} {w[models[0]]:.4f}  {models[1]} "
+                    f"{w[models[1]]:.4f}  diff {_fmt(w)}"
+                )
 
 
 def _fmt(d: dict[str, Any]) -> str:
-    return f"{common.fmt_ci(d['diff'], *d['ci95'], signed=True, digits=4)} p_holm={d['p_holm']:.3g}"
+    ci = common.fmt_ci(d["diff"], *d["ci95"], signed=True, digits=4)
+    return f"{ci} p_adj={d['p_adjusted']:.3g}"
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # imported on first use (below), so `import somprobe` stays l
     from somprobe.measure import (
         aggregate_by_layer,
         compare_models,
+        compare_scores,
         find_tag_mentions,
         listing_alignment,
         score_alignment,
@@ -48,6 +49,7 @@ _SURFACE = {
         [
             "aggregate_by_layer",
             "compare_models",
+            "compare_scores",
             "find_tag_mentions",
             "listing_alignment",
             "score_alignment",
@@ -73,6 +75,7 @@ __all__ = [
     "build_probe_dataset",
     "build_tiny_llava",
     "compare_models",
+    "compare_scores",
     "digit_token_filter",
     "find_tag_mentions",
     "listing_alignment",

@@ -6,15 +6,19 @@
   (:func:`score_alignment`), and their aggregates;
 * :mod:`~somprobe.measure.recipes`: the paper's measurements end to end
   (:func:`listing_alignment`, :func:`teacher_forced_listing`, :func:`tag_attention_maps`);
-* :mod:`~somprobe.measure.stats`: paired comparisons of two models (:func:`compare_models`);
+* :mod:`~somprobe.measure.stats`: two models' score tables compared per layer × metric,
+  resampled by image, family-wise adjusted (:func:`compare_scores`, alias
+  :func:`compare_models`);
 * :mod:`~somprobe.measure.plots`: layer curves, layer × head maps, top-patch pictures.
 
 Example:
     >>> scores, mentions = listing_alignment(model, processor, tagged)  # doctest: +SKIP
-    >>> aggregate_by_layer(scores)[["layer", "share_object", "n_mentions"]]  # doctest: +SKIP
+    >>> aggregate_by_layer(scores)[["layer", "mass_object_markfree", "image_share_object_markfree",
+    ...                             "topk_hit", "chance_topk", "n_topk_hit"]]  # doctest: +SKIP
 """
 
 from somprobe.measure.align import (
+    CHANCE_COLUMNS,
     SCORE_COLUMNS,
     RegionMaps,
     aggregate_by_head,
@@ -39,9 +43,10 @@ from somprobe.measure.recipes import (
     tag_attention_maps,
     teacher_forced_listing,
 )
-from somprobe.measure.stats import adjust_pvalues, compare_models, paired_test
+from somprobe.measure.stats import adjust_pvalues, compare_models, compare_scores, paired_test
 
 __all__ = [
+    "CHANCE_COLUMNS",
     "DEFAULT_QUESTION",
     "SCORE_COLUMNS",
     "RegionMaps",
@@ -50,6 +55,7 @@ __all__ = [
     "aggregate_by_layer",
     "answer_mentions",
     "compare_models",
+    "compare_scores",
     "decode_with_offsets",
     "find_tag_mentions",
     "listing_alignment",

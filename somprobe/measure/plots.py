@@ -4,7 +4,8 @@ Every function draws on a matplotlib ``Axes`` (or makes a figure) and returns th
 so notebooks and scripts use them alike; :func:`save_figure` writes PNGs atomically.
 
 Example:
-    >>> fig = plot_layer_curves({"LLaVA": per_a, "SoM": per_b}, ["share_object", "lift_object"])
+    >>> fig = plot_layer_curves({"LLaVA": per_a, "SoM": per_b},
+    ...                         ["image_share_object_markfree", "topk_hit"], absolute=True)
     ... # doctest: +SKIP
     >>> save_figure(fig, "results/layer_curves.png")  # doctest: +SKIP
 """
@@ -26,16 +27,34 @@ from PIL import Image
 
 from somprobe.errors import InputError
 from somprobe.io import atomic_path, check_writable
+from somprobe.measure.align import CHANCE_COLUMNS
 
-METRIC_LABELS = {
-    "share_object": "share on tagged object",
-    "share_mark": "share on own mark",
-    "lift_object": "lift on object (1 = uniform)",
-    "lift_mark": "lift on mark (1 = uniform)",
-    "topk_hit": "top-k hit rate (object)",
-    "pointing": "pointing game (object)",
-    "auroc": "AUROC (object vs rest)",
+_PART_WORDS = {
+    "object": "object",
+    "object_markfree": "mark-free object",
+    "mark": "own mark",
+    "other": "other objects",
+    "other_mark": "other marks",
+    "rest": "background",
 }
+METRIC_LABELS = {
+    **{f"mass_{p}": f"mass on {w} (absolute)" for p, w in _PART_WORDS.items()},
+    **{f"image_share_{p}": f"share of image attention on {w}" for p, w in _PART_WORDS.items()},
+    **{f"lift_{p}": f"lift on {w} (1 = uniform)" for p, w in _PART_WORDS.items()},
+    **{f"lift_{p}_weighted": f"mass-weighted lift on {w}" for p, w in _PART_WORDS.items()},
+    "mass_image": "mass on image (absolute)",
+    "mass_text": "mass on text (absolute)",
+    "mass_sink": "mass on sinks (absolute)",
+    "topk_hit": "top-k hit rate (target)",
+    "topk_any": "top-k any hit (target)",
+    "pointing": "pointing game (target)",
+    "auroc": "AUROC (target vs rest)",
+}
+DEFAULT_CURVES: tuple[str, ...] = (
+    "mass_object_markfree",
+    "image_share_object_markfree",
+    "lift_object_markfree",
+)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 130) -> Path:
@@ -54,41 +73,123 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 130) -> Pa
     return out
 
 
+def _with_absolute(metrics: list[str]) -> list[str]:
+    """``metrics`` with ``mass_<part>`` put before each ``image_share_<part>`` (once)."""
+    out: list[str] = []
+    for metric in metrics:
+        if metric.startswith("image_share_"):
+            mass = "mass_" + metric.removeprefix("image_share_")
+            if mass not in metrics and mass not in out:
+                out.append(mass)
+        out.append(metric)
+    return out
+
+
+def _chance_columns(
+    chance_lines: Mapping[str, str] | None, metrics: list[str], frames: list[pd.DataFrame]
+) -> dict[str, str]:
+    """The chance column of each plotted metric that has one (explicit or automatic)."""
+    if chance_lines is None:
+        return {
+            m: c
+            for m, c in CHANCE_COLUMNS.items()
+            if m in metrics and all(c in f.columns for f in frames)
+        }
+    if not isinstance(chance_lines, Mapping):
+        raise InputError(
+            "chance_lines must be a mapping metric → chance column, e.g. "
+            f"{{'topk_hit': 'chance_topk'}}, got {type(chance_lines).__name__}"
+        )
+    lines = {str(m): str(c) for m, c in chance_lines.items()}
+    unplotted = [m for m in lines if m not in metrics]
+    if unplotted:
+        raise InputError(f"chance_lines names metric(s) {unplotted} that are not plotted")
+    return lines
+
+
+def _count_note(data: pd.DataFrame, metric: str) -> str:
+    """``n = a`` (or ``a–b``): mentions with a value per layer and model."""
+    counts = data.dropna(subset=[metric]).groupby(["model", "layer"]).size()
+    counts = counts.reindex(
+        pd.MultiIndex.from_frame(data[["model", "layer"]].drop_duplicates()), fill_value=0
+    )
+    lo, hi = int(counts.min()), int(counts.max())
+    return f"n = {lo} per layer" if lo == hi else f"n = {lo}–{hi} per layer"
+
+
 def plot_layer_curves(
     per_mention: Mapping[str, pd.DataFrame],
-    metrics: Sequence[str] = ("share_object", "lift_object"),
+    metrics: Sequence[str] = DEFAULT_CURVES,
     *,
     title: str | None = None,
     seed: int = 0,
+    absolute: bool = False,
+    chance_lines: Mapping[str, str] | None = None,
+    ncols: int | None = None,
 ) -> Figure:
     """Mean of each metric per layer with a 95% bootstrap interval, one line per model.
 
+    Each panel's title says how many mentions per layer had a value (NaN, e.g. a top-k
+    hit with no target patch, is left out, never drawn as 0).
+
     Args:
         per_mention: model name → ``aggregate_by_layer(scores, per_mention=True)``.
-        metrics: score columns, one panel each.
+        metrics: score columns, one panel each (default the mark-free object's absolute
+            mass, its share of the image attention and its lift).
+        absolute: put the absolute ``mass_<part>`` in a panel just before each
+            conditional ``image_share_<part>`` asked for, so the two read side by side (a
+            share can rise while the mass falls).
+        chance_lines: metric → chance column, drawn dashed per model (the per-layer mean
+            of the chance column over the mentions where the metric has a value); None
+            (default): :data:`~somprobe.measure.align.CHANCE_COLUMNS` for every plotted
+            metric whose chance column the scores hold; ``{}``: none. Lift panels always
+            have their uniform line at 1.
+        ncols: panels per row (default: up to 3); the panels fill the rows in order.
+
+    Raises:
+        InputError: no model or metric, scores without rows or lacking a column (a
+            metric, its mass under ``absolute``, or a chance column named), or
+            ``chance_lines`` naming a metric not plotted.
+
+    Example:
+        >>> fig = plot_layer_curves(per, ["image_share_object", "topk_hit"], absolute=True)
+        ... # doctest: +SKIP
     """
     if not per_mention:
         raise InputError("give at least one model's scores")
     metrics = list(metrics)
     if not metrics:
         raise InputError("give at least one metric to plot (a score column)")
+    if absolute:
+        metrics = _with_absolute(metrics)
+    chance = _chance_columns(chance_lines, metrics, list(per_mention.values()))
     frames = []
     for name, df in per_mention.items():
-        missing = [m for m in [*metrics, "layer"] if m not in df.columns]
+        missing = [m for m in [*metrics, "layer", *chance.values()] if m not in df.columns]
         if missing:
             raise InputError(f"scores of {name!r} lack column(s) {missing}")
         if df.empty:
             raise InputError(f"scores of {name!r} have no rows: there is nothing to plot")
         frames.append(df.assign(model=name))
     data = pd.concat(frames, ignore_index=True)
+    models = list(per_mention)
+    palette = dict(zip(models, sns.color_palette(n_colors=len(models)), strict=True))
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1):
+        raise InputError(f"ncols must be a positive integer, got {ncols!r}")
+    cols = min(len(metrics), ncols or 3)
+    n_rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.6 * n_rows), squeeze=False)
+    for ax in axes.flat[len(metrics) :]:
+        ax.remove()
+    for ax, metric in zip(axes.flat, metrics, strict=False):
         sns.lineplot(
             data=data,
             x="layer",
             y=metric,
             hue="model",
+            hue_order=models,
+            palette=palette,
             marker="o",
             errorbar=("ci", 95),
             n_boot=1000,
@@ -97,11 +198,21 @@ def plot_layer_curves(
         )
         if metric.startswith("lift"):
             ax.axhline(1.0, color="grey", lw=1, ls="--")
+        if metric in chance:
+            for model in models:
+                rows = data[(data["model"] == model) & data[metric].notna()]
+                level = rows.groupby("layer", sort=True)[chance[metric]].mean()
+                ax.plot(
+                    level.index.to_numpy(), level.to_numpy(), ls="--", lw=1.2,
+                    color=palette[model], label=f"chance ({model})",
+                )  # fmt: skip
+            ax.legend(fontsize="small")
+        ax.set_title(_count_note(data, metric), fontsize="small")
         ax.set_xlabel("decoder layer")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title or "Tag-token attention by layer (mean, 95% bootstrap CI)")
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.06 / n_rows))
     return fig
 
 

@@ -18,9 +18,15 @@ where each tag token's attention went:
   token is never read back by ``generate``, so a mention ending there has no attention
   row: it is kept in the mentions table with ``captured=False`` and left out of scores.
 
+Scores are those of :func:`~somprobe.measure.align.score_alignment` (absolute masses
+``mass_*``, shares conditional on the image ``image_share_*``, lifts, top-k / pointing /
+AUROC against the mark-free object with their chance levels), attention sinks excluded
+by its "auto" rule unless ``sinks=None``.
+
 Example:
     >>> scores, mentions = listing_alignment(model, processor, tagged_images)  # doctest: +SKIP
-    >>> aggregate_by_layer(scores)[["layer", "share_object", "lift_object"]]  # doctest: +SKIP
+    >>> aggregate_by_layer(scores)[["layer", "mass_object_markfree", "lift_object_markfree",
+    ...                             "topk_hit", "chance_topk", "n_topk_hit"]]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -37,7 +43,13 @@ from somprobe.capture.recorder import Recorder, digit_token_filter
 from somprobe.capture.teacher import TeacherForced, teacher_force
 from somprobe.data.listing import Describer, listing_answer
 from somprobe.errors import InputError
-from somprobe.measure.align import _ID_COLUMNS, SCORE_COLUMNS, patch_attention, score_alignment
+from somprobe.measure.align import (
+    Target,
+    _empty_scores,
+    check_options,
+    patch_attention,
+    score_alignment,
+)
 from somprobe.measure.mentions import find_tag_mentions
 from somprobe.models.inputs import build_prompt, prepare_inputs, to_model
 from somprobe.models.layout import ImageLayout
@@ -80,12 +92,6 @@ def _check_tagged(tagged: Any) -> list[TaggedImage]:
     if not tagged:
         raise InputError("no tagged images given")
     return [_check_item(t, f"tagged[{i}]") for i, t in enumerate(tagged)]
-
-
-def _empty_scores() -> pd.DataFrame:
-    """The score table of a run in which no mention was captured."""
-    columns = ("image", *_ID_COLUMNS, "layer", "head", *SCORE_COLUMNS)
-    return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
 
 
 def _with_position(mentions: pd.DataFrame) -> pd.DataFrame:
@@ -250,9 +256,12 @@ def listing_alignment(
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
     k: int = 5,
+    hit_threshold: float = 0.5,
+    target: Target = "object_markfree",
+    mark_free_max: float = 0.0,
     batch_size: int = 8,
     max_new_tokens: int = 64,
-    sinks: Literal["auto"] | None = None,
+    sinks: Literal["auto"] | None = "auto",
     progress: bool = True,
     image_ids: Sequence[Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -269,14 +278,20 @@ def listing_alignment(
             :func:`~somprobe.data.listing.region_describer` for regions without a category).
         layers, heads: what to capture (default all).
         k: top-k of the hit rate (the paper's Fig. 4 uses 5).
+        hit_threshold, target, mark_free_max: what counts as a target patch and as
+            mark-free (see :func:`~somprobe.measure.align.score_maps`; default the object's
+            patches covered at least half and free of any mark pixel).
         batch_size: images per forward pass / generate call.
         max_new_tokens: generation budget in "generated" mode.
-        sinks: None or "auto" (exclude attention-sink patches, see ``score_alignment``).
+        sinks: "auto" (default: exclude attention-sink patches on each image whose
+            mentions allow the median rule, see ``score_alignment``; the ``sink_rule``
+            column says where it was applied) or None (keep every patch).
         image_ids: names for the images in the output (default 0..n-1).
 
     Raises:
         InputError: no images, an item that is not a TaggedImage or whose image is not the
-            size of its TagSet, an unknown mode, or a non-positive ``k``, ``batch_size`` or
+            size of its TagSet, an unknown mode or target, a ``hit_threshold`` or
+            ``mark_free_max`` out of range, or a non-positive ``k``, ``batch_size`` or
             (generated) ``max_new_tokens``.
         CaptureError: a layer or head the model does not have.
 
@@ -291,6 +306,7 @@ def listing_alignment(
         raise InputError(f"mode must be 'teacher_forced' or 'generated', got {mode!r}")
     tagged = _check_tagged(tagged)
     _positive(k, "k")
+    check_options(hit_threshold=hit_threshold, target=target, mark_free_max=mark_free_max)
     _positive(batch_size, "batch_size")
     if mode == "generated":
         _positive(max_new_tokens, "max_new_tokens")
@@ -343,6 +359,9 @@ def listing_alignment(
                     {b: tagged[index].tagset},
                     mentions[mentions["captured"]],
                     k=k,
+                    hit_threshold=hit_threshold,
+                    target=target,
+                    mark_free_max=mark_free_max,
                     sinks=sinks,
                 )
                 scores["batch"] = index  # the image's index over the whole run
@@ -352,7 +371,9 @@ def listing_alignment(
             mentions.insert(0, "image", ids[index])
             mentions["answer"] = answer
             mention_frames.append(mentions)
-    scores_df = pd.concat(score_frames, ignore_index=True) if score_frames else _empty_scores()
+    scores_df = (
+        pd.concat(score_frames, ignore_index=True) if score_frames else _empty_scores(["image"])
+    )
     mentions_df = pd.concat(mention_frames, ignore_index=True)
     return scores_df, mentions_df
 

@@ -6,7 +6,7 @@ it accounts for the pairing.
 
 Example:
     >>> import numpy as np, pandas as pd
-    >>> from somprobe.probes.evaluate import ProbeResult
+    >>> from somprobe.probes.evaluate import ProbeResult, difference_name
     >>> def result(score):
     ...     ps = pd.DataFrame({"layer": 0, "target": "colour", "probe": "task",
     ...                        "metric": "accuracy", "sample_id": range(40),
@@ -25,10 +25,12 @@ import pandas as pd
 
 from somprobe.errors import ProbeError
 from somprobe.probes.bootstrap import Resampler
-from somprobe.probes.evaluate import ProbeResult
+from somprobe.probes.evaluate import ProbeResult, difference_name
 from somprobe.probes.validate import check_count, check_open_unit
 
 _KEYS = ["layer", "target", "probe"]
+#: Probes that do not read the hidden state: the same for any two models.
+_MODEL_FREE = ("baseline", "number_baseline")
 
 
 def compare_probes(
@@ -43,8 +45,11 @@ def compare_probes(
     """Per layer, target and probe: ``b − a`` with a paired cluster-bootstrap interval.
 
     Only test samples present in both results are used (``n_pairs``). Regression targets
-    are compared by R² (their ``y`` must agree); selectivity rows are the difference of
-    the two models' task − control differences.
+    are compared by R² (their ``y`` must agree). For every control ``p`` of
+    :func:`~somprobe.probes.run_probes` scored on the task's samples, the ``task − p``
+    row (``selectivity`` for ``control``, else ``task_minus_<p>``) is the difference of
+    the two models' task − p differences. ``baseline`` and ``number_baseline`` rows are
+    left out: they do not read the model.
 
     ``n_boot=0`` skips the intervals (``ci_low`` and ``ci_high`` NaN).
 
@@ -76,7 +81,7 @@ def compare_probes(
     merged = a.per_sample[cols].merge(
         b.per_sample[cols], on=[*_KEYS, "metric", "sample_id"], suffixes=("_a", "_b")
     )
-    merged = merged[merged["probe"] != "baseline"]
+    merged = merged[~merged["probe"].isin(_MODEL_FREE)]
     if merged.empty:
         raise ProbeError(
             "the two probe results share no test samples; probe the same images with the "
@@ -100,18 +105,26 @@ def compare_probes(
             frames.append(
                 _row(boot, sa, sb, layer, target, str(probe), target in regression, len(gp))
             )
-        if boot is not None and {"task", "control"} <= set(stats) and _same_samples(g):
-            sa = stats["task"][0] - stats["control"][0]
-            sb = stats["task"][1] - stats["control"][1]
+        for probe in sorted(stats):
+            if boot is None or probe == "task" or "task" not in stats:
+                continue
+            if probe.startswith("task_minus_") or probe == "selectivity":
+                continue
+            if not _same_samples(g, probe):
+                continue
+            sa = stats["task"][0] - stats[probe][0]
+            sb = stats["task"][1] - stats[probe][1]
             n = int((g["probe"] == "task").sum())
-            frames.append(_row(boot, sa, sb, layer, target, "selectivity", target in regression, n))
+            frames.append(
+                _row(boot, sa, sb, layer, target, difference_name(probe), target in regression, n)
+            )
     out = pd.DataFrame(frames)
     out["model_a"], out["model_b"] = names
     return out
 
 
-def _same_samples(g: pd.DataFrame) -> bool:
-    ids = [set(g.loc[g["probe"] == p, "sample_id"].astype(str)) for p in ("task", "control")]
+def _same_samples(g: pd.DataFrame, probe: str) -> bool:
+    ids = [set(g.loc[g["probe"] == p, "sample_id"].astype(str)) for p in ("task", probe)]
     return ids[0] == ids[1]
 
 

@@ -10,10 +10,23 @@ Protocol (the same for every layer and target):
    images; intervals come from a cluster bootstrap over test images.
 
 Classification targets use multinomial logistic probes, regression targets ridge probes;
-all layers (and folds, and the control task) are fitted together as batched tensor ops.
-Rows of ``scores`` have ``probe`` = ``task`` (the target), ``control`` (the Hewitt & Liang
-control task, needs tag ids), ``selectivity`` (task − control, paired interval) or
-``baseline`` (majority class / training mean).
+all layers (and folds, and the label controls) are fitted together as batched tensor ops.
+Rows of ``scores`` have ``probe`` =
+
+* ``task``: the target read from the hidden state;
+* a *label control*, the same hidden state with other labels: ``control`` (Hewitt &
+  Liang, one random label per key; :func:`run_probes` keys it on the object category),
+  ``control_number`` (keyed on the tag number) or ``binding`` (another object's label);
+* a *feature baseline*, the same labels from other features, the same for every layer:
+  ``number_baseline`` (tag number and list position only);
+* ``baseline``: majority class / training mean;
+* a paired difference ``task − <probe>`` for every control and feature baseline (one
+  cluster bootstrap for both sides): ``selectivity`` for ``control``, else
+  ``task_minus_<probe>``.
+
+Each row's ``chance`` is the score of a constant guess at that probe's own labels (the
+training majority class, or the training mean for R²), for differences the difference of
+the two chance levels. What each control is for: :mod:`somprobe.probes.controls`.
 
 Example:
     >>> import numpy as np, torch
@@ -21,16 +34,21 @@ Example:
     >>> y = np.tile(np.arange(3), 40)
     >>> X = torch.randn(2, 120, 6, generator=g); X[1, :, 0] += 3.0 * torch.tensor(y)
     >>> groups = np.repeat(np.arange(40), 3)
-    >>> res = probe_layers(X, {"colour": y}, groups, tag_ids=np.tile([1, 2, 3], 40), n_boot=50)
+    >>> res = probe_layers(X, {"colour": y}, groups, control_keys={"control": y % 2},
+    ...                    partners={"binding": (np.arange(120) // 3) * 3 + (np.arange(120) + 1) % 3},
+    ...                    n_boot=50)
     >>> acc = res.scores.query("probe == 'task'").set_index("layer")["value"]
     >>> bool(acc[1] > 0.9 and acc[0] < 0.7)
     True
+    >>> sorted(set(res.scores["probe"]))
+    ['baseline', 'binding', 'control', 'selectivity', 'task', 'task_minus_binding']
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,7 +60,15 @@ from torch import Tensor
 
 from somprobe.errors import ProbeError
 from somprobe.probes.bootstrap import Resampler
-from somprobe.probes.controls import control_labels, majority_class
+from somprobe.probes.controls import (
+    CONTROLS,
+    BindingMode,
+    binding_partners,
+    control_labels,
+    listing_order,
+    majority_class,
+    number_features,
+)
 from somprobe.probes.dataset import ProbeDataset
 from somprobe.probes.models import fit_logistic, fit_ridge, fit_standardizer, predict_logits
 from somprobe.probes.solver import spectral_preconditioner
@@ -69,7 +95,10 @@ SCORE_COLUMNS = [
     "lam",
     "n_train",
     "n_test",
+    "chance",
 ]
+#: Probe names that are not controls: the target itself and the constant guess.
+RESERVED_PROBES = ("task", "baseline", "selectivity")
 
 
 @dataclass
@@ -79,7 +108,8 @@ class ProbeResult:
     Attributes:
         scores: tidy table, one row per layer × target × probe: columns ``layer``,
             ``target``, ``probe``, ``metric`` (``accuracy`` or ``r2``), ``value``,
-            ``ci_low``, ``ci_high``, ``lam`` (chosen L2 strength), ``n_train``, ``n_test``.
+            ``ci_low``, ``ci_high``, ``lam`` (chosen L2 strength), ``n_train``, ``n_test``,
+            ``chance`` (a constant guess's score at the probe's own labels).
         per_sample: one row per layer × target × probe × test sample with ``metric``,
             ``sample_id``, ``group``, ``y`` (true value, for R²) and ``score`` (1/0 correct,
             or squared error); :func:`compare_probes` pairs two results through it.
@@ -201,6 +231,9 @@ def probe_layers(
     groups: Sequence[object] | np.ndarray,
     *,
     tag_ids: Sequence[object] | np.ndarray | None = None,
+    control_keys: Mapping[str, Sequence[object] | np.ndarray] | None = None,
+    partners: Mapping[str, Sequence[int] | np.ndarray] | None = None,
+    baseline_features: Mapping[str, np.ndarray | Tensor] | None = None,
     kinds: Mapping[str, Kind] | None = None,
     layers: Sequence[int] | None = None,
     sample_ids: Sequence[object] | np.ndarray | None = None,
@@ -225,14 +258,30 @@ def probe_layers(
         targets: name → one value per sample. Float arrays are regression targets (ridge),
             anything else classification targets (logistic); override with ``kinds``.
         groups: image id of each sample; splits never separate an image's samples.
-        tag_ids: tag id of each sample; enables the control task and selectivity.
+        tag_ids: shorthand for ``control_keys={"control": tag_ids}`` (the Hewitt & Liang
+            control keyed on the tag number, which is trivial at a number token: prefer
+            :func:`run_probes`, which keys ``control`` on the object category).
+        control_keys: probe name → key of each sample: a Hewitt & Liang control task with
+            one random label per key (:func:`~somprobe.probes.control_labels`, ``seed``).
+            A key needs two or more distinct values and none missing.
+        partners: probe name → index of each sample's partner (another sample of the same
+            image): a control predicting the partner's label from this sample's state
+            (``binding``, :func:`~somprobe.probes.binding_partners`).
+        baseline_features: probe name → ``[sample, k]`` features: the same probe fitted on
+            them instead of the hidden state (the same split, folds and L2 grid), one
+            result repeated for every layer (``number_baseline``,
+            :func:`~somprobe.probes.number_features`).
         layers: layer labels for the tables (default 0..L-1).
         sample_ids: keys that identify a sample across models (default 0..n-1).
         lambdas / ridge_lambdas: L2 grids for logistic / ridge probes (finite, positive).
-        rank: rank limit for logistic probes (``None``: full rank).
+        rank: rank limit for logistic probes (``None``: full rank; feature baselines are
+            always full rank).
         n_boot: bootstrap resamples of the intervals; 0 skips them (``ci_low`` and
             ``ci_high`` are NaN, the point estimates stay).
         layer_chunk: layers fitted at a time (default: as many as fit in 2 GiB).
+
+    Every control and feature baseline ``p`` adds a row ``p`` and a paired difference
+    ``task − p`` (``selectivity`` for ``control``, else ``task_minus_<p>``).
 
     Raises:
         ProbeError: NaN/inf features, no samples or no feature dimensions, a target with
@@ -240,7 +289,10 @@ def probe_layers(
             fewer images than folds, mismatched lengths, an unknown kind, or an option
             out of range (``n_folds`` < 2, ``n_boot`` < 0, ``ci`` or ``test_size`` outside
             (0, 1), ``max_iter`` or ``layer_chunk`` < 1, ``tol`` < 0, empty or
-            non-positive L2 grids).
+            non-positive L2 grids); a control named twice or like a built-in row, a
+            control key with one value or missing values, a partner out of range, itself
+            or in another image, baseline features that are not ``[sample, k]`` finite
+            numbers.
     """
     if not isinstance(features, torch.Tensor):
         try:
@@ -310,21 +362,22 @@ def probe_layers(
     test = holdout_mask(groups_a, test_size, seed)
     folds = group_folds(groups_a[~test], n_folds)
     ntr, nte = int((~test).sum()), int(test.sum())
-    variants = ["task"] if tag_ids is None else ["task", "control"]
-    tags = None if tag_ids is None else np.asarray(tag_ids)
+    relabel, extra_x = _check_controls(
+        n, groups_a, tag_ids, control_keys, partners, baseline_features, seed
+    )
+    variants = ["task", *relabel]
 
-    # label encoding (classes from all samples) and control targets
+    # label encoding (classes from all samples) and the label controls
     encoded: dict[str, tuple[np.ndarray, int]] = {}
     for name, arr in cls_targets.items():
         _, codes = np.unique(arr.astype(str), return_inverse=True)
-        rows = [codes] if tags is None else [codes, control_labels(tags, codes, seed)]
+        rows = [codes, *(f(codes) for f in relabel.values())]
         encoded[name] = (np.stack(rows), int(codes.max()) + 1)
     reg_names = list(reg_targets)
     Yreg = np.zeros((n, 0))
     if reg_names:
         cols = [reg_targets[k] for k in reg_names]
-        if tags is not None:
-            cols += [control_labels(tags, reg_targets[k], seed) for k in reg_names]
+        cols += [f(reg_targets[k]) for f in relabel.values() for k in reg_names]
         Yreg = np.stack(cols, 1)
 
     n_cls = max([c for _, c in encoded.values()], default=2)
@@ -334,6 +387,7 @@ def probe_layers(
 
     outcome: dict[tuple[str, str], np.ndarray] = {}  # (target, probe) -> [L, nte]
     truth: dict[tuple[str, str], np.ndarray] = {}  # (target, probe) -> [nte]
+    train_y: dict[tuple[str, str], np.ndarray] = {}  # (target, probe) -> [ntr]
     lam_out: dict[tuple[str, str], np.ndarray] = {}
     cv_rows: list[pd.DataFrame] = []
     parts: dict[tuple[str, str], list[np.ndarray]] = {}
@@ -360,7 +414,7 @@ def probe_layers(
             for v, probe in enumerate(variants):
                 parts.setdefault((name, probe), []).append(correct[:, v])
                 lam_parts.setdefault((name, probe), []).append(lam_b[:, v])
-                truth[(name, probe)] = ys[v, test]
+                truth[(name, probe)], train_y[(name, probe)] = ys[v, test], ys[v, ~test]
                 cv_rows.append(
                     _cv_frame(
                         cv[:, :, v], sorted(lam_grid, reverse=True), layer_names[sl], name, probe
@@ -373,27 +427,77 @@ def probe_layers(
                 y_te = Yreg[test, j]
                 parts.setdefault((name, probe), []).append(np.square(pred[:, j] - y_te))
                 lam_parts.setdefault((name, probe), []).append(lam_b[:, j])
-                truth[(name, probe)] = y_te
+                truth[(name, probe)], train_y[(name, probe)] = y_te, Yreg[~test, j]
                 cv_rows.append(_cv_frame(cv[:, :, j], ridge_grid, layer_names[sl], name, probe))
     for key, chunks in parts.items():
         outcome[key] = np.concatenate(chunks, 0)
         lam_out[key] = np.concatenate(lam_parts[key], 0)
 
+    # feature baselines: the same probe on other features, one fit for every layer
+    for probe, Xb in extra_x.items():
+        Xb_tr, Xb_te = Xb[:, ~test_t].to(dtype), Xb[:, test_t].to(dtype)
+        for name, (ys, n_classes) in encoded.items():
+            lam_b, correct, cv = _classify(
+                Xb_tr,
+                Xb_te,
+                ys[:1, ~test],
+                ys[:1, test],
+                folds,
+                n_classes,
+                lam_grid,
+                None,
+                max_iter,
+                tol,
+                seed,
+            )
+            _feature_rows(outcome, lam_out, (name, probe), correct[0, 0], lam_b[0, 0], L)
+            truth[(name, probe)], train_y[(name, probe)] = ys[0, test], ys[0, ~test]
+            cv_rows.append(
+                _cv_frame(
+                    np.repeat(cv[:, :, 0], L, 1),
+                    sorted(lam_grid, reverse=True),
+                    layer_names,
+                    name,
+                    probe,
+                )
+            )
+        if reg_names:
+            k = len(reg_names)
+            lam_b, pred, cv = _regress(Xb_tr, Xb_te, Yreg[~test, :k], folds, ridge_grid)
+            for j, name in enumerate(reg_names):
+                y_te = Yreg[test, j]
+                sq = np.square(pred[0, j] - y_te)
+                _feature_rows(outcome, lam_out, (name, probe), sq, lam_b[0, j], L)
+                truth[(name, probe)], train_y[(name, probe)] = y_te, Yreg[~test, j]
+                cv_rows.append(
+                    _cv_frame(np.repeat(cv[:, :, j], L, 1), ridge_grid, layer_names, name, probe)
+                )
+
     # baselines: majority class / training mean, the same for every layer
     for name, (ys, _) in encoded.items():
         base = (ys[0, test] == majority_class(ys[0, ~test])).astype(float)
         outcome[(name, "baseline")] = np.broadcast_to(base, (L, nte))
-        truth[(name, "baseline")] = ys[0, test]
+        truth[(name, "baseline")], train_y[(name, "baseline")] = ys[0, test], ys[0, ~test]
     for j, name in enumerate(reg_names):
         y = Yreg[:, j]
         outcome[(name, "baseline")] = np.broadcast_to(
             np.square(y[test] - y[~test].mean()), (L, nte)
         )
-        truth[(name, "baseline")] = y[test]
+        truth[(name, "baseline")], train_y[(name, "baseline")] = y[test], y[~test]
 
     boot = Resampler(groups_a[test], n_boot=n_boot, seed=seed, ci=ci)
+    chance = {key: _chance(train_y[key], truth[key], key[0] in reg_targets) for key in outcome}
     scores = _score_table(
-        outcome, truth, lam_out, set(reg_names), boot, layer_names, ntr, nte, "control" in variants
+        outcome,
+        truth,
+        lam_out,
+        chance,
+        set(reg_names),
+        boot,
+        layer_names,
+        ntr,
+        nte,
+        [*relabel, *extra_x],
     )
     per_sample = _per_sample_table(
         outcome, truth, set(reg_names), layer_names, ids[test], groups_a[test]
@@ -401,6 +505,122 @@ def probe_layers(
     return ProbeResult(
         scores=scores, per_sample=per_sample, cv=pd.concat(cv_rows, ignore_index=True)
     )
+
+
+def _feature_rows(
+    outcome: dict[tuple[str, str], np.ndarray],
+    lam_out: dict[tuple[str, str], np.ndarray],
+    key: tuple[str, str],
+    score: np.ndarray,
+    lam: float,
+    L: int,
+) -> None:
+    """A feature baseline's one fit, repeated for each of the ``L`` layers."""
+    outcome[key] = np.broadcast_to(score, (L, score.shape[-1]))
+    lam_out[key] = np.full(L, lam)
+
+
+def _chance(y_train: np.ndarray, y_test: np.ndarray, regression: bool) -> float:
+    """The test score of a constant guess: the training majority class (accuracy) or the
+    training mean (R²; NaN when the test labels are constant)."""
+    if regression:
+        sst = float(np.square(y_test - y_test.mean()).sum())
+        sse = float(np.square(y_test - y_train.mean()).sum())
+        return 1.0 - sse / sst if sst > 0 else float("nan")
+    return float(np.mean(y_test == majority_class(y_train)))
+
+
+def _keyed_labels(keys: np.ndarray, seed: int, labels: np.ndarray) -> np.ndarray:
+    return control_labels(keys, labels, seed)
+
+
+def _partner_labels(partners: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return labels[partners]
+
+
+def _check_controls(
+    n: int,
+    groups: np.ndarray,
+    tag_ids: Sequence[object] | np.ndarray | None,
+    control_keys: Mapping[str, Sequence[object] | np.ndarray] | None,
+    partners: Mapping[str, Sequence[int] | np.ndarray] | None,
+    baseline_features: Mapping[str, np.ndarray | Tensor] | None,
+    seed: int,
+) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], dict[str, Tensor]]:
+    """The label controls (name → labels from the task's labels) and feature baselines
+    (name → ``[1, sample, k]`` features), checked."""
+    keys = dict(control_keys or {})
+    if tag_ids is not None:
+        if "control" in keys:
+            raise ProbeError(
+                "the 'control' probe is given twice (tag_ids and control_keys['control']); "
+                "pass one of them"
+            )
+        keys = {"control": tag_ids, **keys}
+    pairs, extra = dict(partners or {}), dict(baseline_features or {})
+    names: list[object] = [*keys, *pairs, *extra]
+    taken = sorted({str(m) for m in names if names.count(m) > 1})
+    bad: list[object] = [m for m in names if not isinstance(m, str) or not m]
+    bad += [m for m in names if m in RESERVED_PROBES or str(m).startswith("task_minus_")]
+    if taken or bad:
+        raise ProbeError(
+            f"control names must be distinct non-empty strings other than the reserved "
+            f"{list(RESERVED_PROBES)} and 'task_minus_*'; got {taken or bad}"
+        )
+    relabel: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    for name, key in keys.items():
+        arr = np.asarray(key, dtype=object)
+        if arr.ndim != 1 or len(arr) != n:
+            raise ProbeError(
+                f"control {name!r} has {len(arr)} keys for {n} samples; give one per sample"
+            )
+        missing = pd.isna(pd.Series(arr, dtype=object)).to_numpy()
+        if missing.any():
+            raise ProbeError(
+                f"control {name!r}: the key is missing for {int(missing.sum())} samples "
+                f"(first: {np.flatnonzero(missing)[:5].tolist()}); a control keyed on the "
+                "object needs every object's key (e.g. its category)"
+            )
+        as_text = arr.astype(str)
+        if np.unique(as_text).size < 2:
+            raise ProbeError(
+                f"control {name!r} is keyed on one value ({str(as_text[0])!r}) for all {n} "
+                "samples: its labels would be constant; key it on a column with two or more "
+                "values, or leave it out"
+            )
+        relabel[name] = functools.partial(_keyed_labels, as_text, seed)
+    for name, idx in pairs.items():
+        arr = np.asarray(idx)
+        if arr.shape != (n,) or (arr.size and arr.dtype.kind not in "iu"):
+            raise ProbeError(
+                f"partners {name!r} must be {n} sample indices (integers); got shape "
+                f"{arr.shape}, dtype {arr.dtype}"
+            )
+        arr = arr.astype(np.int64)
+        out = (arr < 0) | (arr >= n)
+        if out.any():
+            raise ProbeError(
+                f"partners {name!r}: indices {arr[out][:5].tolist()} are out of range for "
+                f"{n} samples"
+            )
+        if (arr == np.arange(n)).any() or not (groups[arr].astype(str) == groups.astype(str)).all():
+            raise ProbeError(
+                f"partners {name!r}: each sample's partner must be another sample of the "
+                "same image (binding_partners makes them)"
+            )
+        relabel[name] = functools.partial(_partner_labels, arr)
+    feats: dict[str, Tensor] = {}
+    for name, x in extra.items():
+        t = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        if t.ndim != 2 or t.shape[0] != n or t.shape[1] == 0:
+            raise ProbeError(
+                f"baseline_features {name!r} must be [sample={n}, k ≥ 1] rows; got shape "
+                f"{tuple(t.shape)}"
+            )
+        if not bool(torch.isfinite(t).all()):
+            raise ProbeError(f"baseline_features {name!r} hold NaN or infinite values")
+        feats[name] = t[None]
+    return relabel, feats
 
 
 def _cv_frame(
@@ -424,16 +644,23 @@ def _stats(boot: Resampler, score: np.ndarray, y: np.ndarray, regression: bool) 
     return boot.accuracy(score)
 
 
+def difference_name(probe: str) -> str:
+    """Name of the paired ``task − probe`` row: ``selectivity`` for the Hewitt & Liang
+    ``control``, else ``task_minus_<probe>``."""
+    return "selectivity" if probe == "control" else f"task_minus_{probe}"
+
+
 def _score_table(
     outcome: dict[tuple[str, str], np.ndarray],
     truth: dict[tuple[str, str], np.ndarray],
     lam: dict[tuple[str, str], np.ndarray],
+    chance: dict[tuple[str, str], float],
     regression: set[str],
     boot: Resampler,
     layers: list[int],
     ntr: int,
     nte: int,
-    has_control: bool,
+    controls: Sequence[str],
 ) -> pd.DataFrame:
     frames = []
     stats_by_key = {}
@@ -441,13 +668,15 @@ def _score_table(
         reg = target in regression
         stats = _stats(boot, score, truth[(target, probe)], reg)
         stats_by_key[(target, probe)] = stats
-        frames.append(_rows(stats, boot, layers, target, probe, reg, lam.get((target, probe))))
-    if has_control:
-        for target in sorted({t for t, _ in outcome}):
-            diff = stats_by_key[(target, "task")] - stats_by_key[(target, "control")]
-            frames.append(
-                _rows(diff, boot, layers, target, "selectivity", target in regression, None)
+        rows = _rows(stats, boot, layers, target, probe, reg, lam.get((target, probe)))
+        frames.append(rows.assign(chance=chance[(target, probe)]))
+    for target in sorted({t for t, _ in outcome}):
+        for probe in controls:
+            diff = stats_by_key[(target, "task")] - stats_by_key[(target, probe)]
+            rows = _rows(
+                diff, boot, layers, target, difference_name(probe), target in regression, None
             )
+            frames.append(rows.assign(chance=chance[(target, "task")] - chance[(target, probe)]))
     out = pd.concat(frames, ignore_index=True)
     out["n_train"], out["n_test"] = ntr, nte
     return out[SCORE_COLUMNS]
@@ -510,28 +739,59 @@ def run_probes(
     targets: Sequence[str] | None = None,
     *,
     control: bool = True,
+    controls: Sequence[str] | None = None,
+    control_key: str | Sequence[str] = "category",
+    binding: BindingMode = "next",
     **kwargs: object,
 ) -> ProbeResult:
     """Probe a :class:`ProbeDataset` for the given sample columns (default: all targets).
 
-    Samples are grouped by ``image_id``; the control task uses ``tag_id``. Sample keys for
-    :func:`compare_probes` are ``image_id/tag_id/k`` (the k-th mention of that tag).
-    Other keyword arguments go to :func:`probe_layers`.
+    Samples are grouped by ``image_id``. Sample keys for :func:`compare_probes` are
+    ``image_id/tag_id/k`` (the k-th mention of that tag). Other keyword arguments go to
+    :func:`probe_layers`.
+
+    Args:
+        control: ``False`` fits no control at all (only ``task`` and ``baseline``); the
+            same as ``controls=()``.
+        controls: which controls to fit beside the task, from
+            :data:`~somprobe.probes.CONTROLS` (what each is for, its chance level and what
+            would knock over a claim: :mod:`somprobe.probes.controls`):
+
+            * ``"control"``: Hewitt & Liang, one random label per object category (the
+              ``control_key`` column), with ``selectivity`` = task − control;
+            * ``"control_number"``: Hewitt & Liang keyed on the tag number (trivially
+              decodable at a number token; for comparison with earlier results);
+            * ``"binding"``: the same state, the label of another object of the same image
+              (``binding``: the next tag's object cyclically, or ``"random"``, seeded);
+            * ``"number_baseline"``: the same probe on the tag number and list position
+              alone (:func:`~somprobe.probes.number_features`).
+
+            Each adds its row and a paired ``task_minus_<name>`` row. Default
+            ``("control",)``: the rows ``task``, ``control``, ``selectivity``,
+            ``baseline``.
+        control_key: the sample column(s) that identify an object for ``"control"``
+            (default ``category``; several columns are joined).
+        binding: ``"next"`` or ``"random"`` partner for ``"binding"``.
 
     Raises:
         ProbeError: ``dataset`` is not a ProbeDataset, a target is not a sample column, a
-            keyword is not an option of :func:`probe_layers`, or as :func:`probe_layers`.
+            keyword is not an option of :func:`probe_layers`, ``controls`` holds an unknown
+            name or is given with ``control=False``, ``control_key`` is not a sample column
+            or has one value or missing values, ``"binding"`` on an image with one object,
+            or as :func:`probe_layers`.
     """
     if not isinstance(dataset, ProbeDataset):
         raise ProbeError(
             f"run_probes needs a ProbeDataset (build_probe_dataset), got {type(dataset).__name__}"
         )
     options = set(inspect.signature(probe_layers).parameters) - {
-        "features", "targets", "groups", "tag_ids", "layers", "sample_ids"
+        "features", "targets", "groups", "tag_ids", "layers", "sample_ids",
+        "control_keys", "partners", "baseline_features",
     }  # fmt: skip
     unknown = sorted(set(kwargs) - options)
     if unknown:
         raise ProbeError(f"unknown option(s) {unknown}; run_probes takes {sorted(options)}")
+    chosen = _chosen_controls(control, controls)
     s = dataset.samples
     names = list(targets) if targets is not None else dataset.targets()
     missing = [t for t in names if t not in s.columns]
@@ -542,12 +802,67 @@ def run_probes(
     occurrence = s.groupby(["image_id", "tag_id"]).cumcount()
     keys = s["image_id"].astype(str) + "/" + s["tag_id"].astype(str) + "/" + occurrence.astype(str)
     data = {t: s[t].to_numpy() for t in names}
+    seed = kwargs.get("seed", 0)
+    seed = seed if isinstance(seed, int | np.integer) else 0  # probe_layers checks it
+    control_keys: dict[str, np.ndarray] = {}
+    partners: dict[str, np.ndarray] = {}
+    extra: dict[str, np.ndarray] = {}
+    for name in chosen:
+        if name == "control":
+            control_keys[name] = _object_keys(s, control_key)
+        elif name == "control_number":
+            control_keys[name] = s["tag_id"].to_numpy()
+        elif name == "binding":
+            partners[name] = binding_partners(
+                s["image_id"].to_numpy(), s["tag_id"].to_numpy(), binding, int(seed)
+            )
+        else:
+            extra[name] = number_features(s["tag_id"].to_numpy(), listing_order(s))
     return probe_layers(
         dataset.features,
         data,
         s["image_id"].to_numpy(),
-        tag_ids=s["tag_id"].to_numpy() if control else None,
+        control_keys=control_keys,
+        partners=partners,
+        baseline_features=extra,
         layers=dataset.layers,
         sample_ids=keys.to_numpy(),
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def _chosen_controls(control: bool, controls: Sequence[str] | None) -> list[str]:
+    """The controls to fit, checked, in the order given (default ``["control"]``)."""
+    if controls is None:
+        return ["control"] if control else []
+    if isinstance(controls, str) or not isinstance(controls, Sequence):
+        raise ProbeError(
+            f"controls must be a sequence of names from {list(CONTROLS)}, got {controls!r}; "
+            'e.g. controls=("control", "binding")'
+        )
+    if not control and len(controls):
+        raise ProbeError(
+            f"control=False asks for no controls but controls={list(controls)} names some; "
+            "pass one of them"
+        )
+    unknown = [c for c in controls if c not in CONTROLS]
+    if unknown:
+        raise ProbeError(f"unknown control(s) {unknown}; choose from {list(CONTROLS)}")
+    return list(dict.fromkeys(controls))
+
+
+def _object_keys(samples: pd.DataFrame, control_key: str | Sequence[str]) -> np.ndarray:
+    """The key of the object-keyed control: one column, or several joined by "|"."""
+    cols = [control_key] if isinstance(control_key, str) else list(control_key)
+    missing = [c for c in cols if c not in samples.columns]
+    if not cols or missing:
+        raise ProbeError(
+            f"control_key {missing or control_key!r} is not a sample column; the 'control' is "
+            f"keyed on the object, e.g. control_key='category' (columns: {list(samples.columns)})"
+        )
+    if len(cols) == 1:
+        return samples[cols[0]].to_numpy()
+    table = samples[cols]
+    joined = table.astype(str).agg("|".join, axis=1).to_numpy(dtype=object)
+    joined[table.isna().any(axis=1).to_numpy()] = None
+    return joined

@@ -25,6 +25,9 @@ _STYLE: dict[str, dict[str, Any]] = {
     "control": {"linestyle": "--", "marker": "s"},
     "selectivity": {"linestyle": "-.", "marker": "^"},
     "baseline": {"linestyle": ":", "marker": None},
+    "control_number": {"linestyle": "--", "marker": "x"},
+    "binding": {"linestyle": "--", "marker": "D"},
+    "number_baseline": {"linestyle": ":", "marker": "v"},
 }
 
 

@@ -45,7 +45,10 @@ def test_scores_on_real_trace_and_layout() -> None:
                              "scored_positions": [(25,)]})  # fmt: skip
     df = score_alignment(_trace(), _layout(), _tagset(), mentions)
     assert len(df) == 2 * 3
-    np.testing.assert_allclose(df["share_object"], 1.0)
+    np.testing.assert_allclose(df["image_share_object"], 1.0)
+    np.testing.assert_allclose(df["mass_object"], 1.0)  # the whole row on the object
+    np.testing.assert_allclose(df["mass_text"], 0.0, atol=1e-7)
+    assert (df["sink_rule"] == "skipped").all()  # one tag: the median rule cannot hold
     assert (df["pointing"] == 1.0).all()
     # 3 object patches (coverage ≥ 0.5) vs 13 others, one object patch on top, the rest tied
     np.testing.assert_allclose(df["auroc"], (13 + 2 * 13 * 0.5) / (3 * 13))

@@ -8,7 +8,7 @@ from PIL import Image
 
 from somprobe.errors import InputError
 from somprobe.measure import listing_alignment, teacher_forced_listing
-from somprobe.measure.align import aggregate_by_layer
+from somprobe.measure.align import PARTS, aggregate_by_layer
 from somprobe.probes import build_probe_dataset
 from somprobe.tagging import tag_regions
 from somprobe.tagging.regions import Region
@@ -51,13 +51,30 @@ def test_teacher_forced_listing_gives_one_row_per_mention_layer_head(tiny_llava,
     n_layers = model.config.text_config.num_hidden_layers
     n_heads = model.config.text_config.num_attention_heads
     assert len(scores) == n_tags * n_layers * n_heads
-    shares = scores[[c for c in scores.columns if c.startswith("share_")]].sum(axis=1)
+    shares = scores[[f"image_share_{p}" for p in PARTS]].sum(axis=1)
     np.testing.assert_allclose(shares, 1.0, atol=1e-5)
+    # absolute masses of the Recorder's softmax rows: the parts and the sinks make up the
+    # image, and the image and the text the whole row
+    parts = scores[[f"mass_{p}" for p in PARTS]].sum(axis=1) + scores["mass_sink"]
+    np.testing.assert_allclose(parts, scores["mass_image"], atol=1e-6)
+    whole = scores["mass_image"] + scores["mass_image_extra"] + scores["mass_text"]
+    np.testing.assert_allclose(whole, 1.0, atol=1e-5)
+    assert scores["mass_text"].between(0, 1).all()
+    assert (scores["mass_object_markfree"] <= scores["mass_object"] + 1e-9).all()
+    # three tags, one mention each: the sink rule applies by default
+    assert (scores["sink_rule"] == "auto").all()
     auroc = scores["auroc"]
     assert auroc.notna().any()
     assert auroc.dropna().between(0, 1).all()
+    assert (auroc.isna() | scores["chance_auroc"].eq(0.5)).all()
+    assert (scores["topk_hit"].isna() == (scores["n_target"] == 0)).all()
     by_layer = aggregate_by_layer(scores)
     assert sorted(by_layer["layer"]) == list(range(n_layers))
+    assert (by_layer["n_mentions"] == n_tags).all()
+    assert (by_layer["n_topk_hit"] <= by_layer["n_mentions"]).all()
+    assert {"lift_object_weighted", "n_lift_object_markfree_weighted"} <= set(by_layer.columns)
+    off, _ = listing_alignment(model, processor, tagged, sinks=None, progress=False)
+    assert (off["sink_rule"] == "none").all() and (off["n_excluded"] == 0).all()
 
 
 def test_generated_mode_scores_what_the_model_wrote(tiny_llava, tagged):

@@ -1,7 +1,9 @@
 """Trace + tag mentions + TagSets -> probe dataset -> scores -> comparison -> plot.
 
 Uses the capture module's ``Trace`` filled by hand (no model): hidden states at the
-mention tokens carry the tagged object's colour in some layers for model "b" only.
+mention tokens carry the tagged object's colour in some layers for model "b" only. Then
+the tiny LLaVA, teacher-forced through toy-world listings: the number, "." and first
+attribute-word tokens of every line, and one probe dataset at each.
 """
 
 from __future__ import annotations
@@ -16,17 +18,24 @@ import pytest
 import torch
 
 from somprobe.capture.trace import QueryRecord, Trace
-from somprobe.errors import CaptureError
+from somprobe.data.toyworld import WorldConfig, make_scene, tag_scene
+from somprobe.errors import CaptureError, TagMentionError
+from somprobe.measure import teacher_forced_listing
 from somprobe.probes import (
+    CONTROLS,
+    POSITIONS,
     TraceLike,
     build_probe_dataset,
+    build_probe_datasets,
     compare_probes,
+    listing_positions,
     plot_probe_curves,
     run_probes,
 )
 from somprobe.tagging import Tag, TagSet
 
 COLOURS = ["red", "green", "blue"]
+CATEGORIES = ["cup", "car", "dog", "kite", "bus"]
 LAYERS = [0, 2, 4]
 
 
@@ -37,9 +46,9 @@ def _scene(rng: np.random.Generator) -> TagSet:
         x, y = int(rng.integers(0, 25)), int(rng.integers(0, 16))
         mask[y : y + 4, x : x + 5] = True
         meta = {"colour": COLOURS[int(rng.integers(0, 3))]}
-        tags.append(
-            Tag(i, str(i), mask, mask, (x + 2.5, y + 2), (x, y, x + 3, y + 3), "obj", metadata=meta)
-        )
+        category = CATEGORIES[int(rng.integers(0, len(CATEGORIES)))]
+        box = (x, y, x + 3, y + 3)
+        tags.append(Tag(i, str(i), mask, mask, (x + 2.5, y + 2), box, category, metadata=meta))
     return TagSet(tags, (30, 20))
 
 
@@ -87,6 +96,25 @@ def test_trace_to_scores_and_comparison() -> None:
     both = pd.concat([res_a.scores.assign(model="llava"), res_b.scores.assign(model="som")])
     ax = plot_probe_curves(both, target="colour", probes=("task", "control"))
     assert len(ax.get_lines()) == 4
+    assert set(res_b.scores["probe"]) == {"task", "control", "selectivity", "baseline"}
+
+    # every control, and the comparison of two models through them
+    full_a = run_probes(ds_a, ["colour", "centroid_x"], controls=CONTROLS, **kw)
+    full_b = run_probes(ds_b, ["colour", "centroid_x"], controls=CONTROLS, **kw)
+    fb = full_b.scores.set_index(["target", "probe", "layer"])
+    assert fb.loc[("colour", "task_minus_binding", 2), "ci_low"] > 0.3  # bound to its object
+    assert fb.loc[("colour", "task_minus_number_baseline", 2), "ci_low"] > 0.3
+    assert (
+        fb.loc[("colour", "control", 2), "value"]
+        < fb.loc[("colour", "control", 2), "chance"] + 0.15
+    )
+    cmp = compare_probes(full_a, full_b)
+    assert {"selectivity", "task_minus_binding", "task_minus_control_number"} <= set(cmp["probe"])
+    assert not cmp["probe"].isin(["baseline", "number_baseline"]).any()
+    c = cmp.set_index(["target", "probe", "layer"])
+    sel = c.loc[("colour", "selectivity", 2)]
+    task, ctrl = c.loc[("colour", "task", 2)], c.loc[("colour", "control", 2)]
+    assert sel["value"] == pytest.approx(task["value"] - ctrl["value"])
 
 
 def test_uncaptured_hidden_state_is_a_capture_error() -> None:
@@ -98,3 +126,36 @@ def test_uncaptured_hidden_state_is_a_capture_error() -> None:
         build_probe_dataset(
             trace, pd.DataFrame({"batch": [0], "position": [5], "tag_id": [1]}), tagsets
         )
+
+
+def test_number_dot_and_attribute_tokens_of_a_tiny_llava_listing(tiny_llava) -> None:  # type: ignore[no-untyped-def]
+    model, processor = tiny_llava
+    tagged = [tag_scene(make_scene(WorldConfig(), (0, 1, i))) for i in range(3)]
+    tf, mentions = teacher_forced_listing(
+        model, processor, tagged, queries="answer", attention=False
+    )
+    at = listing_positions(processor.tokenizer, tf.inputs["input_ids"], tf.answer_spans, mentions)
+    assert len(at) == sum(len(t.tagset) for t in tagged)
+    ids = tf.inputs["input_ids"]
+    for row in at.itertuples():
+        tag = tagged[row.batch].tagset[row.tag_id]
+        piece = {
+            name: processor.tokenizer.decode(
+                [int(ids[row.batch, getattr(row, f"position_{name}")])]
+            )
+            for name in POSITIONS
+        }
+        assert piece["number"].strip() == str(row.tag_id)[-1]  # the last digit
+        assert piece["dot"] == "."
+        assert piece["attribute"].strip() == tag.category.split()[0]  # "green" of "green star"
+        assert row.position_number == row.position < row.position_dot < row.position_attribute
+    datasets = build_probe_datasets(tf.trace, at, [t.tagset for t in tagged])
+    assert list(datasets) == list(POSITIONS)
+    number, dot = datasets["number"], datasets["dot"]
+    assert number.features.shape == dot.features.shape
+    assert number.samples["colour"].tolist() == dot.samples["colour"].tolist()
+    assert not torch.equal(number.features, dot.features)
+    # the default capture holds only the tag digits: the "." is not there, and the error says so
+    tf_digits, _ = teacher_forced_listing(model, processor, tagged[:1], attention=False)
+    with pytest.raises(TagMentionError, match="queries='answer'"):
+        build_probe_datasets(tf_digits.trace, at[at["batch"] == 0], [tagged[0].tagset], at=["dot"])

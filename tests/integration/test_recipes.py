@@ -76,3 +76,33 @@ def test_tag_maps_of_regions_without_category_take_a_describer(tiny_llava) -> No
     maps, layout = tag_attention_maps(model, processor, item, 1, describer=region_describer)
     assert sorted(maps) == item.tagset.ids
     assert all(m.shape == layout.grid(0) for m in maps.values())
+
+
+def test_all_keys_and_image_keys_give_the_same_masses(tiny_llava, tagged) -> None:
+    # the same teacher-forced pass captured at the image keys and at every key: the scores
+    # agree, and the all-keys trace reads the text mass the image-keys one infers
+    from somprobe.capture import digit_token_filter
+    from somprobe.capture.teacher import teacher_force
+    from somprobe.data.listing import listing_answer
+    from somprobe.measure import DEFAULT_QUESTION, score_alignment
+    from somprobe.measure.align import SCORE_COLUMNS
+
+    model, processor = tiny_llava
+    items = tagged[:2]
+    image_keys, mentions = teacher_forced_listing(model, processor, items, hidden_states=False)
+    all_keys = teacher_force(
+        model, processor, [t.image for t in items], [DEFAULT_QUESTION] * len(items),
+        [listing_answer(t.tagset, None, t.image) for t in items],
+        queries=digit_token_filter(processor.tokenizer), hidden_states=False, keys="all",
+    )  # fmt: skip
+    tagsets = [t.tagset for t in items]
+    a = score_alignment(image_keys.trace, image_keys.layout, tagsets, mentions)
+    b = score_alignment(all_keys.trace, all_keys.layout, tagsets, mentions)
+    for name in SCORE_COLUMNS:
+        np.testing.assert_allclose(a[name], b[name], atol=2e-6, err_msg=name)
+    for m in mentions.itertuples():
+        row = all_keys.trace.attention(m.batch, m.position).double()
+        image = all_keys.layout.image_token_positions(m.batch)
+        text = row.sum(-1) - row[..., image].sum(-1)
+        got = b[(b["batch"] == m.batch) & (b["mention"] == m.mention)]["mass_text"].to_numpy()
+        np.testing.assert_allclose(got, text.reshape(-1).numpy(), atol=1e-9)

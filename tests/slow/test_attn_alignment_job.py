@@ -18,11 +18,17 @@ def test_main_job_on_a_small_limit(tmp_path: Path) -> None:
     assert job.main([*args, "--max-new-tokens", "24", "--no-progress"]) == 0
     scores = pd.read_csv(out / "scores.csv.gz")
     assert set(scores["model"]) == {"baseline", "SoM"}
-    assert {"share_object", "lift_object", "auroc", "layer", "head"} <= set(scores.columns)
+    needed = {"mass_object_markfree", "image_share_object", "lift_object", "auroc", "chance_topk"}
+    assert needed | {"mass_text", "layer", "head"} <= set(scores.columns)
     comparison = pd.read_csv(out / "comparison.csv")
-    assert {"ci_low", "ci_high", "p_adjusted"} <= set(comparison.columns)
+    assert {"ci_low", "ci_high", "p_adjusted", "n_clusters"} <= set(comparison.columns)
+    # every layer × metric of the family is reported, never only the best layer
+    assert len(comparison) == 4 * len(job.METRICS)
+    assert (comparison["n_clusters"] <= 4).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 4
+    rows = summary["teacher_forced"]["topk_hit"]
+    assert [r["layer"] for r in rows] == [0, 1, 2, 3] and all("chance_SoM" in r for r in rows)
     for name in ("attn_layer_curves_teacher_forced.png", "attn_top_patches.png"):
         assert (figures / name).stat().st_size > 1000
 

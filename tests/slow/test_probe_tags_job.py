@@ -23,18 +23,22 @@ def test_probe_job_on_a_small_limit(tmp_path: Path) -> None:
     assert job.main([*args, "--out", str(out), "--figures", str(figures), "--no-progress"]) == 0
 
     probes = pd.read_csv(out / "probes.csv")
-    cols = {"model", "layer", "target", "probe", "metric", "value", "ci_low", "ci_high"}
-    assert cols <= set(probes)
+    cols = {"model", "at", "layer", "target", "probe", "metric", "value", "ci_low", "ci_high"}
+    assert cols <= set(probes) and "chance" in probes
     assert set(probes["model"]) == {"baseline", "SoM"}
     assert set(probes["target"]) == {"colour", "area"}
-    assert set(probes["probe"]) == {"task", "control", "selectivity", "baseline"}
+    assert set(probes["at"]) == {"number", "dot", "attribute"}
+    controls = {"control", "binding", "number_baseline"}
+    differences = {"selectivity", "task_minus_binding", "task_minus_number_baseline"}
+    assert set(probes["probe"]) == {"task", "baseline", *controls, *differences}
     run = json.loads((out / "run.json").read_text())
     assert sorted(probes["layer"].unique()) == run["layers"] and len(run["layers"]) >= 2
     assert run["samples"] >= 2 * 15  # every toy scene has at least two tags
-    acc = probes[(probes["metric"] == "accuracy") & (probes["probe"] != "selectivity")]
+    acc = probes[(probes["metric"] == "accuracy") & ~probes["probe"].isin(differences)]
     assert acc["value"].between(0, 1).all() and not acc.empty
     assert set(probes.loc[probes["target"] == "area", "metric"]) == {"r2"}
-    assert (probes.loc[probes["metric"] == "r2", "value"] <= 1 + 1e-9).all()
+    fitted = probes[~probes["probe"].isin(differences)]  # a difference of R² can pass 1
+    assert (fitted.loc[fitted["metric"] == "r2", "value"] <= 1 + 1e-9).all()
     sel = probes[(probes["probe"] == "selectivity") & (probes["metric"] == "accuracy")]
     assert sel["value"].between(-1, 1).all() and not sel.empty
     assert (probes["ci_low"] <= probes["ci_high"] + 1e-9).all()
@@ -43,7 +47,8 @@ def test_probe_job_on_a_small_limit(tmp_path: Path) -> None:
     assert {"value", "ci_low", "ci_high", "value_a", "value_b", "n_pairs"} <= set(comparison)
     task = comparison[comparison["probe"] == "task"]
     assert ((task["value"] - (task["value_b"] - task["value_a"])).abs() < 1e-9).all()
-    assert (figures / "probe_layers.png").stat().st_size > 1000
+    for at in ("number", "dot", "attribute"):
+        assert (figures / f"probe_layers_{at}.png").stat().st_size > 1000
     record = run["run"]
     assert record["images"]["count"] == 15 and "toy world" in record["images"]["source"]
     assert set(record["models"]) == {"baseline", "SoM"} and record["somprobe_version"]

@@ -53,13 +53,20 @@ def test_job_on_a_small_limit(tmp_path: Path) -> None:
     assert n_questions >= 3  # at least one question per scene
 
     scores = pd.read_csv(out / "scores.csv")
-    needed = {"model", "qid", "tokens", "layer", "head", "share_object", "lift_object", "auroc"}
+    needed = {"model", "qid", "tokens", "layer", "head", "mass_object", "image_share_object",
+              "lift_object", "auroc"}  # fmt: skip
     assert needed <= set(scores.columns)
     assert set(scores["tokens"]) == {"question_word", "answer"}
     assert scores["layer"].between(0, 3).all() and scores["head"].between(0, 3).all()
-    assert scores["share_object"].between(0, 1).all()
-    shares = scores[["share_object", "share_other", "share_rest"]].sum(axis=1)
+    assert scores["image_share_object"].between(0, 1).all()
+    shares = scores[["image_share_object", "image_share_other", "image_share_rest"]].sum(axis=1)
     np.testing.assert_allclose(shares, 1.0, atol=1e-6)
+    # absolute masses: the object's is its share of the image's, and image + text = 1
+    kept = scores["mass_image"] - scores["mass_sink"]
+    np.testing.assert_allclose(
+        scores["mass_object"], scores["image_share_object"] * kept, atol=1e-9
+    )
+    np.testing.assert_allclose(scores["mass_image"] + scores["mass_text"], 1.0, atol=1e-4)
     auroc = scores["auroc"].dropna()
     assert len(auroc) and auroc.between(0, 1).all()
     words = scores[(scores["tokens"] == "question_word") & (scores["model"] == "SoM")]
@@ -77,8 +84,10 @@ def test_job_on_a_small_limit(tmp_path: Path) -> None:
     assert sum(summary["questions"].values()) == n_questions
     for model in ("baseline", "SoM"):
         assert 0 <= summary["answers"][model]["accuracy"] <= 1
-    share = summary["question_word"]["share_object"]
+    share = summary["question_word"]["image_share_object"]
     assert share["ci95"][0] <= share["ci95"][1]
+    assert [r["layer"] for r in share["layers"]] == [0, 1, 2, 3]  # every layer, not the best
+    assert share["n_scenes"] <= 3
     for name in ("untagged_attention_layers.png", "query_top20_patches.png"):
         assert (figures / name).stat().st_size > 1000
     run = summary["run"]

@@ -212,6 +212,32 @@ RAISES: list[Case] = [
     ("maps-exclude-shape",
      lambda c: score_maps(np.ones((4, 4)), _maps(), exclude=np.ones((3, 3), bool)),
      InputError, "exclude"),
+    ("maps-mark-free-max-negative",
+     lambda c: score_maps(np.ones((4, 4)), _maps(), mark_free_max=-0.1),
+     InputError, "mark_free_max"),
+    ("maps-mark-free-max-above-one",
+     lambda c: score_maps(np.ones((4, 4)), _maps(), mark_free_max=1.5),
+     InputError, "mark_free_max"),
+    ("maps-mark-free-max-word",
+     lambda c: score_maps(np.ones((4, 4)), _maps(), mark_free_max="none"),
+     InputError, "mark_free_max"),
+    ("maps-text-mass-shape",
+     lambda c: score_maps(np.ones((2, 4, 4)), _maps(), text_mass=np.ones(3)),
+     InputError, "text_mass"),
+    ("maps-text-mass-negative",
+     lambda c: score_maps(np.ones((4, 4)) / 32, _maps(), text_mass=-0.5),
+     InputError, "text_mass"),
+    ("maps-extra-mass-inf",
+     lambda c: score_maps(np.ones((4, 4)) / 32, _maps(), image_extra_mass=np.inf),
+     InputError, "image_extra_mass"),
+    ("regionmaps-marks-shape",
+     lambda c: RegionMaps.from_parts(object=np.zeros((2, 2)), mark=np.zeros((2, 2)),
+                                     marks=np.zeros((3, 3))),
+     InputError, "marks"),
+    ("regionmaps-marks-above-one",
+     lambda c: RegionMaps.from_parts(object=np.zeros((2, 2)), mark=np.zeros((2, 2)),
+                                     marks=np.full((2, 2), 1.5)),
+     InputError, "marks"),
     ("regionmaps-overlap",
      lambda c: RegionMaps.from_parts(object=np.ones((2, 2)), mark=np.ones((2, 2))),
      InputError, "overlap"),
@@ -292,6 +318,12 @@ RAISES: list[Case] = [
      lambda c: score_alignment(c.trace, c.layout, c.tagset, _mentions(), sinks="auto",
                                sink_factor=0),
      InputError, "factor"),
+    ("align-target", lambda c: score_alignment(c.trace, c.layout, c.tagset, _mentions().iloc[:0],
+                                               target="box"),
+     InputError, "target"),
+    ("align-mark-free-max",
+     lambda c: score_alignment(c.trace, c.layout, c.tagset, _mentions(), mark_free_max=2),
+     InputError, "mark_free_max"),
     ("align-tagset-not-tagset", lambda c: score_alignment(c.trace, c.layout, "x", _mentions()),
      InputError, "not a TagSet"),
     ("patches-position-not-captured", lambda c: patch_attention(c.trace, c.layout, 0, [99]),
@@ -310,46 +342,85 @@ RAISES: list[Case] = [
     # statistics
     ("compare-missing-metric",
      lambda c: compare_models(c.per, c.per.drop(columns="lift_object"), "lift_object",
-                              pair_on=["batch", "mention"]),
+                              pair_on=["batch", "mention"], cluster="batch"),
      InputError, "lacks column"),
     ("compare-duplicate-keys",
-     lambda c: compare_models(c.scores, c.scores, "lift_object", pair_on=["batch", "mention"]),
+     lambda c: compare_models(c.scores, c.scores, "lift_object", pair_on=["batch", "mention"],
+                              cluster="batch"),
      InputError, "several rows"),
     ("compare-zero-resamples",
      lambda c: compare_models(c.per, c.per_b, "lift_object", pair_on=["batch", "mention"],
-                              n_resamples=0),
+                              cluster="batch", n_resamples=0),
      InputError, "n_resamples"),
     ("compare-negative-resamples",
      lambda c: compare_models(c.per, c.per_b, "lift_object", pair_on=["batch", "mention"],
-                              n_resamples=-5),
+                              cluster="batch", n_resamples=-5),
      InputError, "n_resamples"),
+    ("compare-zero-permutations",
+     lambda c: compare_models(c.per, c.per_b, "lift_object", pair_on=["batch", "mention"],
+                              cluster="batch", n_permutations=0),
+     InputError, "n_permutations"),
     ("compare-ci-method",
      lambda c: compare_models(c.per, c.per, "lift_object", pair_on=["batch", "mention"],
-                              ci_method="jackknife"),
+                              cluster="batch", ci_method="jackknife"),
      InputError, "ci_method"),
     ("compare-alternative",
      lambda c: compare_models(c.per, c.per_b, "lift_object", pair_on=["batch", "mention"],
-                              alternative="up"),
+                              cluster="batch", alternative="up"),
      InputError, "alternative"),
     ("compare-correction",
      lambda c: compare_models(c.per, c.per, "lift_object", pair_on=["batch", "mention"],
-                              correction="bonferroni"),
+                              cluster="batch", correction="bonferroni"),
      InputError, "correction"),
     ("compare-confidence",
      lambda c: compare_models(c.per, c.per, "lift_object", pair_on=["batch", "mention"],
-                              confidence=95),
+                              cluster="batch", confidence=95),
      InputError, "confidence"),
-    ("compare-no-metric", lambda c: compare_models(c.per, c.per, []), InputError, "metric"),
+    ("compare-no-metric",
+     lambda c: compare_models(c.per, c.per, [], cluster="batch"), InputError, "metric"),
     ("compare-text-metric",
-     lambda c: compare_models(c.per, c.per, "label", pair_on=["batch", "mention"]),
+     lambda c: compare_models(c.per, c.per, "label", pair_on=["batch", "mention"],
+                              cluster="batch"),
      InputError, "numeric"),
     ("compare-empty",
      lambda c: compare_models(c.per.iloc[:0], c.per.iloc[:0], "lift_object",
-                              pair_on=["batch", "mention"]),
+                              pair_on=["batch", "mention"], cluster="batch"),
      InputError, "no rows"),
     ("compare-by-pair-overlap",
-     lambda c: compare_models(c.per, c.per, "lift_object", by=["batch"], pair_on=["batch"]),
+     lambda c: compare_models(c.per, c.per, "lift_object", by=["batch"], pair_on=["batch"],
+                              cluster=None),
      InputError, "must not share"),
+    ("compare-no-cluster",
+     lambda c: compare_models(c.per, c.per_b, "lift_object", pair_on=["batch", "mention"]),
+     InputError, "cluster=None"),
+    ("compare-missing-cluster-column",
+     lambda c: compare_models(c.per, c.per_b, "lift_object", pair_on=["batch", "mention"],
+                              cluster="image"),
+     InputError, "cluster column 'image'"),
+    ("compare-cluster-differs-between-tables",
+     lambda c: compare_models(c.per.assign(image="img0"), c.per_b.assign(image="img1"),
+                              "lift_object", pair_on=["batch", "mention"], cluster="image"),
+     InputError, "different cluster"),
+    ("compare-cluster-differs-between-groups",
+     lambda c: compare_models(c.per.assign(image=c.per["layer"]), c.per_b.assign(image=0),
+                              "lift_object", pair_on=["batch", "mention"], cluster="image"),
+     InputError, "several clusters"),
+    ("compare-cluster-nan",
+     lambda c: compare_models(c.per.assign(image=np.nan), c.per_b.assign(image=np.nan),
+                              "lift_object", pair_on=["batch", "mention"], cluster="image"),
+     InputError, "missing cluster"),
+    ("compare-cluster-in-by",
+     lambda c: compare_models(c.per, c.per_b, "lift_object", by=["layer", "batch"],
+                              pair_on=["mention"], cluster="batch"),
+     InputError, "cluster"),
+    ("compare-cluster-not-a-name",
+     lambda c: compare_models(c.per, c.per_b, "lift_object", pair_on=["batch", "mention"],
+                              cluster=["batch"]),
+     InputError, "cluster"),
+    ("compare-not-a-frame",
+     lambda c: compare_models(c.per.to_dict(), c.per_b, "lift_object",
+                              pair_on=["batch", "mention"], cluster="batch"),
+     InputError, "DataFrame"),
     ("paired-lengths", lambda c: paired_test(np.ones(3), np.ones(4)), InputError, "one length"),
     ("paired-nan", lambda c: paired_test(np.array([1.0, np.nan, 2.0]), np.array([2.0, 3.0, 1.0])),
      InputError, "NaN"),
@@ -361,11 +432,28 @@ RAISES: list[Case] = [
      InputError, "confidence"),
     ("adjust-method", lambda c: adjust_pvalues([0.1], "x"), InputError, "correction"),
     ("adjust-out-of-range", lambda c: adjust_pvalues([-0.1, 2.0]), InputError, r"\[0, 1\]"),
+    ("adjust-max-t", lambda c: adjust_pvalues([0.1], "maxT"), InputError, "compare_scores"),
     # figures
     ("curves-no-model", lambda c: plot_layer_curves({}), InputError, "at least one model"),
     ("curves-missing-column",
-     lambda c: plot_layer_curves({"a": c.per.drop(columns="lift_object")}),
+     lambda c: plot_layer_curves({"a": c.per.drop(columns="lift_object")}, ["lift_object"]),
      InputError, "lift_object"),
+    ("curves-default-missing-column",
+     lambda c: plot_layer_curves({"a": c.per.drop(columns="lift_object_markfree")}),
+     InputError, "lift_object_markfree"),
+    ("curves-absolute-missing-mass",
+     lambda c: plot_layer_curves({"a": c.per.drop(columns="mass_object")},
+                                 ["image_share_object"], absolute=True),
+     InputError, "mass_object"),
+    ("curves-chance-column-missing",
+     lambda c: plot_layer_curves({"a": c.per}, ["topk_hit"], chance_lines={"topk_hit": "x"}),
+     InputError, "'x'"),
+    ("curves-chance-metric-not-plotted",
+     lambda c: plot_layer_curves({"a": c.per}, ["topk_hit"], chance_lines={"auroc": "chance_auroc"}),
+     InputError, "not plotted"),
+    ("curves-chance-not-mapping",
+     lambda c: plot_layer_curves({"a": c.per}, ["topk_hit"], chance_lines="chance_topk"),
+     InputError, "mapping"),
     ("curves-empty-scores", lambda c: plot_layer_curves({"a": c.per.iloc[:0]}),
      InputError, "no rows"),
     ("curves-no-metric", lambda c: plot_layer_curves({"a": c.per}, []), InputError, "metric"),
@@ -421,23 +509,49 @@ def _empty_mentions(c: SimpleNamespace) -> None:
 
 
 def _zero_attention(c: SimpleNamespace) -> None:
-    # all-zero attention has no shares: NaN, not a division warning or a made-up number
+    # all-zero attention has no shares: NaN, not a division warning or a made-up number;
+    # its masses are 0 and, as the rest of a softmax row, the text took it all
     s = score_maps(np.zeros((4, 4)), _maps())
-    assert np.isnan(s["share_object"]) and np.isnan(s["lift_object"])
-    assert s["image_mass"] == 0.0
+    assert np.isnan(s["image_share_object"]) and np.isnan(s["lift_object"])
+    assert s["mass_image"] == 0.0 and s["mass_object"] == 0.0 and s["mass_text"] == 1.0
+    assert np.isnan(s["sink_share"])
 
 
 def _hallucinated_tag(c: SimpleNamespace) -> None:
     trace = Trace({(0, 20): _uniform(), (0, 21): _uniform()})
     df = score_alignment(trace, c.layout, c.tagset, _mentions(tag_id=[1, 7]))
     own = df[df["tag_id"] == 7]
-    assert own["hallucinated"].all() and own["share_object"].isna().all()
-    assert not own["share_other"].isna().any()
+    assert own["hallucinated"].all() and own["image_share_object"].isna().all()
+    assert own["mass_object"].isna().all() and own["mass_object_markfree"].isna().all()
+    assert own["topk_hit"].isna().all() and own["chance_topk"].isna().all()
+    assert not own["image_share_other"].isna().any() and not own["mass_other"].isna().any()
+    assert (own["n_target"] == 0).all()
 
 
 def _no_mentions(c: SimpleNamespace) -> None:
     df = score_alignment(c.trace, c.layout, c.tagset, _mentions().iloc[:0])
-    assert df.empty and set(SCORE_COLUMNS) <= set(df.columns)
+    assert df.empty and set(SCORE_COLUMNS) <= set(df.columns) and "sink_rule" in df.columns
+
+
+def _no_target_patch(c: SimpleNamespace) -> None:
+    # a tag whose object is all under its mark: no target patch, so NaN (never 0) and
+    # not counted in the aggregate's n
+    mask = np.zeros((8, 8), bool)
+    mask[:2, :2] = True
+    ts = TagSet([Tag(1, "1", mask, mask, (1.0, 1.0), (0, 0, 2, 2)), _tagset().tags[1]], (8, 8))
+    df = score_alignment(c.trace, c.layout, ts, _mentions())
+    one = df[df["tag_id"] == 1]
+    assert one[["topk_hit", "topk_any", "pointing", "auroc"]].isna().all().all()
+    assert (one["n_target"] == 0).all()
+    by_layer = aggregate_by_layer(df)
+    assert (by_layer["n_mentions"] == 2).all() and (by_layer["n_topk_hit"] == 1).all()
+
+
+def _too_few_tags_for_auto_sinks(c: SimpleNamespace) -> None:
+    # two tags cannot hold the median rule: "auto" excludes nothing and says so
+    assert (c.scores["sink_rule"] == "skipped").all() and (c.scores["n_excluded"] == 0).all()
+    off = score_alignment(c.trace, c.layout, c.tagset, _mentions(), sinks=None)
+    assert (off["sink_rule"] == "none").all()
 
 
 def _empty_aggregates(c: SimpleNamespace) -> None:
@@ -451,8 +565,16 @@ def _paired_nothing(c: SimpleNamespace) -> None:
 
 
 def _unmatched_rows(c: SimpleNamespace) -> None:
-    out = compare_models(c.per, c.per_b.iloc[:2], "lift_object", pair_on=["batch", "mention"])
+    out = compare_models(
+        c.per, c.per_b.iloc[:2], "lift_object", pair_on=["batch", "mention"], cluster="batch"
+    )
     assert (out["n_unmatched_a"] > 0).any() and (out["n_pairs"] >= 0).all()
+
+
+def _independent_pairs(c: SimpleNamespace) -> None:
+    # cluster=None: the caller declares the pairs independent; each pair is its own cluster
+    out = compare_models(c.per, c.per_b, "lift_object", pair_on=["batch", "mention"], cluster=None)
+    assert (out["n_clusters"] == out["n_pairs"]).all()
 
 
 def _nan_pvalues(c: SimpleNamespace) -> None:
@@ -465,9 +587,12 @@ DOCUMENTED: list[tuple[str, Callable[[SimpleNamespace], None]]] = [
     ("zero-attention-gives-nan-shares", _zero_attention),
     ("hallucinated-tag-keeps-rows-with-nan-own-scores", _hallucinated_tag),
     ("no-mentions-give-an-empty-score-table", _no_mentions),
+    ("no-target-patch-gives-nan-not-zero", _no_target_patch),
+    ("auto-sinks-on-too-few-tags-are-skipped-and-said", _too_few_tags_for_auto_sinks),
     ("empty-scores-aggregate-to-empty-tables", _empty_aggregates),
     ("no-pairs-give-nan-statistics", _paired_nothing),
     ("unmatched-rows-are-counted-not-tested", _unmatched_rows),
+    ("cluster-none-makes-every-pair-its-own-cluster", _independent_pairs),
     ("nan-pvalues-stay-nan", _nan_pvalues),
 ]
 
@@ -501,6 +626,14 @@ MODEL_RAISES: list[ModelCase] = [
      InputError, "batch_size"),
     ("listing-k-zero", lambda m, p: listing_alignment(m, p, _toy(), k=0, progress=False),
      InputError, "k must"),
+    ("listing-target", lambda m, p: listing_alignment(m, p, _toy(), target="box", progress=False),
+     InputError, "target"),
+    ("listing-mark-free-max",
+     lambda m, p: listing_alignment(m, p, _toy(), mark_free_max=-1, progress=False),
+     InputError, "mark_free_max"),
+    ("listing-hit-threshold",
+     lambda m, p: listing_alignment(m, p, _toy(), hit_threshold=0, progress=False),
+     InputError, "hit_threshold"),
     ("listing-no-new-tokens",
      lambda m, p: listing_alignment(m, p, _toy(), mode="generated", max_new_tokens=0,
                                     progress=False),

@@ -7,6 +7,7 @@ the function's docstring says.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -31,7 +32,9 @@ from somprobe.errors import (
 from somprobe.probes import (
     ProbeDataset,
     ProbeResult,
+    binding_partners,
     build_probe_dataset,
+    build_probe_datasets,
     compare_probes,
     control_labels,
     fit_logistic,
@@ -39,7 +42,10 @@ from somprobe.probes import (
     fit_standardizer,
     group_folds,
     holdout_mask,
+    listing_order,
+    listing_positions,
     majority_class,
+    number_features,
     plot_probe_curves,
     predict_logits,
     probe_layers,
@@ -125,6 +131,47 @@ def _dataset(n_images: int = IMAGES) -> ProbeDataset:
         }
     )
     return build_probe_dataset(Stub(), mentions, tagsets)
+
+
+def _one_object_image() -> ProbeDataset:
+    """Twenty images with tags 1 and 2 (two categories), then one image with tag 1 only."""
+    first, second = _tagset().tags
+    tagset = TagSet([first, dataclasses.replace(second, category="dog")], (8, 4))
+    rows = [(b, t) for b in range(IMAGES) for t in (1, 2)] + [(IMAGES, 1)]
+    mentions = pd.DataFrame(
+        {
+            "batch": [b for b, _ in rows],
+            "position": range(len(rows)),
+            "tag_id": [t for _, t in rows],
+        }
+    )
+    return build_probe_dataset(Stub(), mentions, [tagset] * (IMAGES + 1))
+
+
+class Pieces:
+    """A tokenizer stand-in: id i decodes to ``pieces[i]``."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        self.pieces = pieces
+        self.vocab_size = len(pieces)
+
+    def decode(self, ids: list[int], **kwargs: Any) -> str:
+        return "".join(self.pieces[i] for i in ids)
+
+
+LISTING = Pieces(["1", ".", " red", "\n", "2", ".", " blue"])
+LISTING_IDS = torch.arange(7)[None]
+
+
+def _listing_mentions(**change: Any) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"batch": [0, 0], "tag_id": [1, 2], "span_start": [0, 4], "span_end": [1, 5],
+         "position": [0, 4]}
+    ).assign(**change)  # fmt: skip
+
+
+def _positioned() -> pd.DataFrame:
+    return _mentions(position_number=[5, 6], position_dot=[7, 8], position_attribute=[9, 10])
 
 
 def _result(per_sample: Callable[[pd.DataFrame], pd.DataFrame] = lambda df: df) -> ProbeResult:
@@ -282,6 +329,53 @@ RAISES: list[Case] = [
      ProbeError, "ProbeDataset"),
     ("run-too-few-images", lambda c: run_probes(_dataset(3), ["colour"], n_folds=5),
      ProbeError, "grouped folds"),
+    # run_probes' controls
+    ("run-unknown-control", lambda c: run_probes(c.dataset, ["colour"], controls=["contorl"]),
+     ProbeError, "unknown control"),
+    ("run-controls-not-a-list", lambda c: run_probes(c.dataset, ["colour"], controls="binding"),
+     ProbeError, "sequence of names"),
+    ("run-control-false-and-controls",
+     lambda c: run_probes(c.dataset, ["colour"], control=False, controls=["binding"]),
+     ProbeError, "control=False"),
+    ("run-binding-one-object-image",
+     lambda c: run_probes(_one_object_image(), ["colour"], controls=["binding"], **FAST),
+     ProbeError, "one object"),
+    ("run-binding-mode",
+     lambda c: run_probes(c.dataset, ["colour"], controls=["binding"], binding="previous"),
+     ProbeError, "binding"),
+    ("run-control-key-not-a-column",
+     lambda c: run_probes(c.dataset, ["colour"], control_key="smell"), ProbeError, "smell"),
+    ("run-control-one-category", lambda c: run_probes(c.dataset, ["colour"], **FAST),
+     ProbeError, "one value"),
+    ("run-control-missing-category",
+     lambda c: run_probes(ProbeDataset(c.dataset.features, c.dataset.samples.assign(
+         category=None), c.dataset.layers), ["colour"], **FAST),
+     ProbeError, "missing"),
+    # probe_layers' controls
+    ("layers-control-keys-length",
+     lambda c: probe_layers(c.X, {"colour": Y}, GROUPS, control_keys={"control": [1, 2]}),
+     ProbeError, "2 keys"),
+    ("layers-control-twice",
+     lambda c: probe_layers(c.X, {"colour": Y}, GROUPS, tag_ids=GROUPS,
+                            control_keys={"control": GROUPS}),
+     ProbeError, "twice"),
+    ("layers-partners-out-of-range",
+     lambda c: probe_layers(c.X, {"colour": Y}, GROUPS, partners={"binding": np.full(N, N)}),
+     ProbeError, "out of range"),
+    ("layers-partners-other-image",
+     lambda c: probe_layers(c.X, {"colour": Y}, GROUPS,
+                            partners={"binding": (np.arange(N) + 3) % N}),
+     ProbeError, "same image"),
+    ("layers-baseline-features-rows",
+     lambda c: probe_layers(c.X, {"colour": Y}, GROUPS, baseline_features={"n": np.ones((3, 2))}),
+     ProbeError, "rows"),
+    ("layers-baseline-features-nan",
+     lambda c: probe_layers(c.X, {"colour": Y}, GROUPS,
+                            baseline_features={"n": np.full((N, 2), np.nan)}),
+     ProbeError, "NaN"),
+    ("layers-probe-name-taken",
+     lambda c: probe_layers(c.X, {"colour": Y}, GROUPS, partners={"task": np.arange(N)}),
+     ProbeError, "reserved"),
     # compare_probes
     ("compare-no-shared-samples",
      lambda c: compare_probes(c.result, _result(lambda df: df.assign(sample_id=-1))),
@@ -300,6 +394,43 @@ RAISES: list[Case] = [
     # controls, splits, region targets
     ("control-lengths", lambda c: control_labels(np.array([1, 2]), np.array([0])),
      ProbeError, "one label per"),
+    ("binding-one-object", lambda c: binding_partners(np.array(["a", "b", "b"]), np.array([1, 1, 2])),
+     ProbeError, "one object"),
+    ("binding-mode", lambda c: binding_partners(GROUPS, GROUPS, mode="prev"), ProbeError, "mode"),
+    ("binding-lengths", lambda c: binding_partners(GROUPS, GROUPS[:3]), ProbeError, "objects"),
+    ("listing-order-columns", lambda c: listing_order(pd.DataFrame({"position": [1]})),
+     ProbeError, "image_id"),
+    ("number-features-lengths", lambda c: number_features(np.arange(3), np.arange(4)),
+     ProbeError, "list positions"),
+    # positions of the number, "." and attribute tokens
+    ("positions-mention-past-sequence",
+     lambda c: listing_positions(LISTING, LISTING_IDS, [(0, 7)], _listing_mentions(span_end=[1, 9])),
+     TagMentionError, "outside"),
+    ("positions-mention-outside-answer",
+     lambda c: listing_positions(LISTING, LISTING_IDS, [(2, 7)], _listing_mentions()),
+     TagMentionError, "outside"),
+    ("positions-span-past-sequence",
+     lambda c: listing_positions(LISTING, LISTING_IDS, [(0, 12)], _listing_mentions()),
+     InputError, "answer span"),
+    ("positions-batch-without-span",
+     lambda c: listing_positions(LISTING, LISTING_IDS, [(0, 7)], _listing_mentions(batch=[0, 3])),
+     TagMentionError, "batch"),
+    ("positions-mentions-columns",
+     lambda c: listing_positions(LISTING, LISTING_IDS, [(0, 7)], _mentions()),
+     TagMentionError, "span_end"),
+    ("positions-ids-not-2d", lambda c: listing_positions(LISTING, torch.arange(7), [(0, 7)],
+                                                         _listing_mentions()),
+     InputError, "batch, token"),
+    ("datasets-unknown-position",
+     lambda c: build_probe_datasets(Stub(), _positioned(), [_tagset()], at=["comma"]),
+     InputError, "comma"),
+    ("datasets-without-positions",
+     lambda c: build_probe_datasets(Stub(), _mentions(), [_tagset()]),
+     TagMentionError, "listing_positions"),
+    ("datasets-negative-position",
+     lambda c: build_probe_datasets(Stub(), _positioned().assign(position_dot=[-1, 8]),
+                                    [_tagset()]),
+     TagMentionError, "position"),
     ("majority-empty", lambda c: majority_class(np.array([], dtype=int)), ProbeError, "no labels"),
     ("majority-negative", lambda c: majority_class(np.array([-1, 0])), ProbeError, "class"),
     ("folds-one", lambda c: group_folds(GROUPS, 1), ProbeError, "n_folds"),
