@@ -36,12 +36,16 @@ import pandas as pd
 import torch
 
 import somprobe
+from somprobe.data.toyworld import WORLDS, WorldConfig, world
 from somprobe.errors import InputError, SomprobeError, WriteError
 from somprobe.io import atomic_path, atomic_write
 from somprobe.models import build_tiny_llava, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = {"base": ROOT / "models" / "toy-baseline", "som": ROOT / "models" / "toy-som"}
+#: The third training arm (same instruction data + reading-order lists on tagged scenes).
+CONTROL = ROOT / "models" / "toy-control"
+DEFAULT_WORLD = "v2"
 
 
 def add_model_args(p: argparse.ArgumentParser, *, threads_default: str = "torch's") -> None:
@@ -51,6 +55,13 @@ def add_model_args(p: argparse.ArgumentParser, *, threads_default: str = "torch'
     p.add_argument("--base-name", default="baseline")
     p.add_argument("--som-name", default="SoM")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--world",
+        default=None,
+        choices=sorted(WORLDS),
+        help="toy world of the held-out scenes (default: the one the models were trained\n"
+        f"in, from their training.json; else {DEFAULT_WORLD})",
+    )
     p.add_argument(
         "--dtype",
         default=None,
@@ -242,9 +253,53 @@ def run_record(
     }
 
 
+def trained_world(path: str | Path) -> str | None:
+    """The toy world a model folder was trained in (its ``training.json``), if it says."""
+    card = Path(path) / "training.json"
+    if not card.is_file():
+        return None
+    data = json.loads(card.read_text(encoding="utf-8"))
+    if isinstance(data.get("world"), str):
+        return str(data["world"])
+    config = data.get("data", {}).get("world")
+    if isinstance(config, dict):
+        return next(
+            (
+                n
+                for n, w in WORLDS.items()
+                if w.to_dict() == WorldConfig.from_dict(config).to_dict()
+            ),
+            None,
+        )
+    return None
+
+
+def toy_world(args: argparse.Namespace) -> WorldConfig:
+    """The world of the held-out toy scenes: ``--world``, else the models' own world.
+
+    Raises:
+        InputError: the two models were trained in different worlds (name one with --world).
+    """
+    if getattr(args, "world", None):
+        return world(args.world)
+    paths = (
+        [args.base, args.som]
+        if args.base and args.som
+        else [str(SHIPPED["base"]), str(SHIPPED["som"])]
+    )
+    found = {w for p in paths if (w := trained_world(p))}
+    if len(found) > 1:
+        raise InputError(
+            f"the models were trained in different toy worlds {sorted(found)}; pick one with --world"
+        )
+    args.world = found.pop() if found else DEFAULT_WORLD
+    return world(args.world)
+
+
 def toy_images(args: argparse.Namespace) -> str:
     """How the held-out toy scenes of a job are named in its run record."""
-    return f"toy world, held-out eval split (WorldConfig defaults, seed {args.seed})"
+    name = getattr(args, "world", None) or DEFAULT_WORLD
+    return f"toy world {name}, held-out eval split (seed {args.seed})"
 
 
 def write_run_info(

@@ -163,10 +163,10 @@ def image_source(args: argparse.Namespace) -> str:
 def load_images(args: argparse.Namespace) -> tuple[list[TaggedImage], list[str]]:
     """The tagged images and their ids: held-out toy scenes, or photos with regions."""
     if args.images == "toy":
-        from somprobe.data.toyworld import WorldConfig, tag_scene
+        from somprobe.data.toyworld import tag_scene
         from somprobe.data.toyworld.dataset import iter_scenes
 
-        scenes = list(iter_scenes(WorldConfig(), "eval", args.limit, seed=args.seed))
+        scenes = list(iter_scenes(common.toy_world(args), "eval", args.limit, seed=args.seed))
         return [tag_scene(scene) for _, scene in scenes], [key for key, _ in scenes]
     from PIL import Image
 

@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import _common as common
 import matplotlib.pyplot as plt
 
-from somprobe.data.toyworld import WorldConfig, make_scene, tag_scene
+from somprobe.data.toyworld import make_scene, tag_scene, world
 from somprobe.measure import save_figure
 
 JOB = "figure_toy_scenes"
@@ -39,18 +39,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     common.check_folder(args.figures, "--figures")
-    worlds = [(WorldConfig(), range(8)), (WorldConfig(max_objects=8), range(100, 104))]
-    scenes = [make_scene(cfg, (0, 2, i)) for cfg, ids in worlds for i in ids]
+    worlds = [("v2", world("v2"), range(8)), ("v1", world("v1"), range(100, 104))]
+    scenes = [(name, make_scene(cfg, (0, 2, i))) for name, cfg, ids in worlds for i in ids]
     cols = 6
     rows = 2 * ((len(scenes) + cols - 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.3))
-    for k, scene in enumerate(scenes):
+    for k, (name, scene) in enumerate(scenes):
         r, c = 2 * (k // cols), k % cols
         tagged = tag_scene(scene)
         size, patch = scene.config.image_size, scene.config.patch_size
         parts = [f"{t.label}:{t.category}" for t in tagged.tagset]
         names = "\n".join(", ".join(parts[i : i + 3]) for i in range(0, len(parts), 3))
-        for dr, image, title in ((0, scene.image, f"{len(scene.objects)} objects"),
+        for dr, image, title in ((0, scene.image, f"world {name}: {len(scene.objects)} objects"),
                                  (1, tagged.image, None)):  # fmt: skip
             ax = axes[r + dr, c]
             ax.imshow(image, interpolation="nearest")
@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(
-        "Toy world: untagged scenes (odd rows) and SoM-tagged versions with the 14 px "
-        "patch grid (even rows)",
+        "Toy world v2 (the matched arms' world; first 8) and v1 (the shipped models' "
+        "world; last 4): untagged (odd rows) and SoM-tagged with the 14 px patch grid (even rows)",
         fontsize=8,
     )
     fig.tight_layout()

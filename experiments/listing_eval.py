@@ -38,7 +38,6 @@ import _common as common
 import numpy as np
 import pandas as pd
 
-from somprobe.data.toyworld import WorldConfig
 from somprobe.data.toyworld.dataset import write_eval_split
 from somprobe.errors import SomprobeError
 from somprobe.evals import evaluate
@@ -236,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     tables: dict[str, dict[str, pd.DataFrame]] = {}
     with tempfile.TemporaryDirectory(prefix="listing_eval_") as tmp:
         split = Path(tmp) / "eval"
-        write_eval_split(split, WorldConfig(), args.limit, seed=args.seed, progress=False)
+        write_eval_split(split, common.toy_world(args), args.limit, seed=args.seed, progress=False)
         for name, model, processor in common.load_each(pair, args, dtype):
             result = evaluate(
                 model, processor, split, tasks=("listing", "pope"),

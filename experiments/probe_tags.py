@@ -51,7 +51,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from somprobe.data.toyworld import WorldConfig, tag_scene
+from somprobe.data.toyworld import tag_scene
 from somprobe.data.toyworld.dataset import EVAL_LISTING_PROMPT, iter_scenes
 from somprobe.errors import InputError, SomprobeError
 from somprobe.measure import save_figure, teacher_forced_listing
@@ -120,7 +120,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not targets:
         raise InputError("--targets is empty; name at least one, e.g. colour")
-    first = tag_scene(next(iter(iter_scenes(WorldConfig(), "eval", 1, seed=args.seed)))[1])
+    first = tag_scene(next(iter(iter_scenes(common.toy_world(args), "eval", 1, seed=args.seed)))[1])
     known = {"category", *REGION_TARGETS, *(k for t in first.tagset for k in t.metadata)}
     unknown = sorted(set(targets) - known)
     if unknown:
@@ -282,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = common.setup_torch(args, toy_cpu_threads=1)
     pair = common.resolve_models(args)
     names = pair.names
-    scenes = list(iter_scenes(WorldConfig(), "eval", args.limit, seed=args.seed))
+    scenes = list(iter_scenes(common.toy_world(args), "eval", args.limit, seed=args.seed))
     tagged = [tag_scene(scene) for _, scene in scenes]
     keys = [key for key, _ in scenes]
     results: dict[tuple[str, str], Any] = {}

@@ -1,29 +1,30 @@
-"""Train the two toy models the default job compares: a baseline and a SoM model.
+"""Train the toy models the experiments compare: three matched arms, several seeds.
 
-Both start from the same randomly initialised tiny LLaVA (vision 4×128, text 4×224,
-112 px, patch 14: ~4.6M parameters, ~9.1 MB in fp16) and, optionally, from one shared
-stage 1 on untagged data (the toy world's instruction mix: captions, colours, shapes,
-counts, existence). Stage 2 trains each model for the same number of steps with the same
-seed and batch order settings:
+World ``v2`` (objects 2.4–3.7 patches across, a 9 px mark covering under 10 % of its
+object on average; see ``somprobe.data.toyworld.coverage``). Per training seed:
 
-* baseline: the instruction mix only (untagged images);
-* SoM: the SoM mix (the same number of records, a share of them listing + tag-QA on
-  tagged images).
+1. **Stage 1** (shared by the arms of that seed): a tiny LLaVA (vision 4×128, text 4×224,
+   112 px, patch 14; ~4.6M parameters) from random weights on untagged instruction data
+   (captions, colour, shape, count, existence) and digit reading, warmup then a constant
+   learning rate, until the **gate** holds on a separate validation split: untagged
+   colour and shape accuracy ≥ ``--gate`` (checked every ``--gate-every`` steps). A run
+   that reaches ``--stage1-max-steps`` without passing stops with an error.
+2. **Stage 2**, from stage 1, one epoch of each arm file (the instruction records are the
+   same records in the same order in every arm; ``somprobe.data.toyworld.arms``):
+   ``baseline`` (instruction only), ``som`` (+ S SoM records, listing : tag-QA 1 : 2) and
+   ``control`` (+ S reading-order lists on the same tagged images); the learning rate
+   decays from the stage-1 value by a cosine to 0.1×. Loss: every answer turn weighs
+   the same (``loss="turn"``).
 
-During stage 2 both models are scored on the held-out split every ``--eval-every`` steps
-(list-wise listing accuracy, colour/shape accuracy of the listed items, POPE existence
-F1 on untagged images) and the rows go to a tidy CSV for the accuracy-vs-steps curve. At
-the end each model is scored on a larger held-out sample and saved in fp16 safetensors
-with its processor and a model card (README.md: data, steps, seed, training time,
-held-out scores) in ``models/toy-baseline`` and ``models/toy-som``, with
-``check_sample.json`` (listing scores on the first 24 held-out scenes, which a slow test
-re-checks). The defaults are the shipped recipe.
+Held-out scores (listing, tag-QA, POPE, untagged questions) are logged along the way
+(``toy_training_curve.csv``) and at the end (``toy_arms_results.csv``, one row per seed,
+arm and metric). Seed 0's models are shipped in ``models/toy-{baseline,som,control}``
+(fp16, model card, ``check_sample.json``). Every stage checkpoints and resumes, so the
+run can be finished over several sittings: run the same command again.
 
-Works on CPU (set ``--threads``); uses a GPU when one is visible (bf16 there).
-
-    python experiments/train_toy_models.py --parallel --fresh    # the shipped run (CPU)
-    python experiments/train_toy_models.py --steps 20 --stage1-steps 10 \\
-        --eval-samples 8 --train-scenes 400 --eval-scenes 16 --out /tmp/toy-models  # smoke
+    python experiments/train_toy_models.py                 # seed 0, every arm (shipped)
+    python experiments/train_toy_models.py --seeds 1 2     # more seeds, same data
+    python experiments/train_toy_models.py --smoke --out /tmp/toy-models   # 2 min check
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,15 @@ import _common as common
 import pandas as pd
 import torch
 
-from somprobe.data.toyworld import WorldConfig
-from somprobe.data.toyworld.dataset import load_manifest, write_eval_split, write_toy_dataset
+from somprobe.data.toyworld import world
+from somprobe.data.toyworld.arms import (
+    ARMS,
+    arm_files,
+    instruction_digest,
+    load_arms_manifest,
+    write_arms_dataset,
+)
+from somprobe.data.toyworld.dataset import write_eval_split
 from somprobe.errors import SomprobeError
 from somprobe.evals import evaluate
 from somprobe.finetune import PeriodicEval, finetune
@@ -55,7 +63,7 @@ from somprobe.io import atomic_write
 from somprobe.measure import save_figure
 from somprobe.models import build_tiny_llava, load_model
 
-#: The toy models' shape: the feasibility run's, with the text width trimmed to fit 10 MB.
+#: The toy models' shape (fits the 10 MB fp16 budget).
 MODEL_SHAPE: dict[str, Any] = {
     "image_size": 112,
     "patch_size": 14,
@@ -66,125 +74,93 @@ MODEL_SHAPE: dict[str, Any] = {
     "text_width": 224,
     "text_heads": 4,
 }
-MODELS = {"baseline": "mix_instruct.json", "som": "mix_som.json"}
-CURVE_METRICS = {
-    ("listing", "list_accuracy"),
-    ("listing", "recall"),
-    ("listing", "exact_rate"),
-    ("listing", "colour_accuracy"),
-    ("listing", "shape_accuracy"),
-    ("pope", "f1"),
+WORLD = "v2"
+TASKS = ("listing", "tag_qa", "pope", "instruct")
+#: What the curve and the summary keep: (task, setting, metric).
+KEEP = {
+    ("listing", "all", "list_accuracy"),
+    ("listing", "all", "colour_accuracy"),
+    ("listing", "all", "shape_accuracy"),
+    ("listing", "all", "recall"),
+    ("tag_qa", "all", "accuracy"),
+    ("pope", "random", "accuracy"),
+    ("pope", "adversarial", "accuracy"),
+    ("instruct", "all", "accuracy"),
+    ("instruct", "colour", "accuracy"),
+    ("instruct", "shape", "accuracy"),
 }
+SMOKE = {"stage1_records": 640, "instruct_records": 320, "eval_scenes": 24, "gate_scenes": 24,
+         "stage1_max_steps": 8, "gate_every": 4, "gate": 0.0, "eval_every": 10,
+         "eval_samples": 8, "final_eval_samples": 8}  # fmt: skip
 log = logging.getLogger("train_toy_models")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", type=Path, default=common.ROOT / "models", help="where the models go")
     p.add_argument(
-        "--work",
-        type=Path,
-        default=common.ROOT / "runs" / "toy_models",
-        help="checkpoints, logs, the generated dataset (not committed)",
+        "--out", type=Path, default=common.ROOT / "models", help="where seed 0's models go"
     )
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="toy-world dataset folder (default: <work>/data; written if missing)",
-    )
-    p.add_argument("--train-scenes", type=int, default=30_000)
+    p.add_argument("--work", type=Path, default=common.ROOT / "runs" / "toy_arms",
+                   help="data, checkpoints, logs (not committed)")  # fmt: skip
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    p.add_argument("--world-seed", type=int, default=0)
+    p.add_argument("--stage1-records", type=int, default=48_000)
+    p.add_argument("--instruct-records", type=int, default=25_600,
+                   help="stage-2 instruction records (the baseline arm's epoch)")  # fmt: skip
+    p.add_argument("--som-share", type=float, default=0.25,
+                   help="S, the SoM (and control) records, as a share of the instruction records")  # fmt: skip
     p.add_argument("--eval-scenes", type=int, default=500)
-    p.add_argument(
-        "--som-fraction",
-        type=float,
-        default=0.75,
-        help="share of the SoM mix that is SoM data (listing + tag-QA)",
-    )
-    p.add_argument(
-        "--listing-share",
-        type=float,
-        default=0.8,
-        help="share of the SoM data that is listing (the rest tag-QA)",
-    )
-    p.add_argument("--world-seed", type=int, default=0, help="the toy world's seed")
-    p.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed")
-    p.add_argument(
-        "--stage1-steps",
-        type=int,
-        default=600,
-        help="shared stage 1 on the instruction mix (0: none)",
-    )
-    p.add_argument("--steps", type=int, default=2600, help="stage-2 steps of each model")
+    p.add_argument("--gate-scenes", type=int, default=100,
+                   help="validation scenes for the stage-1 gate (another world seed)")  # fmt: skip
+    p.add_argument("--gate", type=float, default=0.95,
+                   help="untagged colour and shape accuracy stage 1 must reach")  # fmt: skip
+    p.add_argument("--gate-every", type=int, default=250)
+    p.add_argument("--continue-below-gate", action="store_true",
+                   help="train stage 2 even when stage 1 missed the gate (recorded in the cards)")  # fmt: skip
+    p.add_argument("--stage1-max-steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=float, default=100)
-    p.add_argument(
-        "--trainable",
-        default="all",
-        choices=["all", "projector+lm"],
-        help="stage 2: 'all' (the toy tower learns the tags) or 'projector+lm' "
-        "(SoM-LLaVA's frozen vision tower)",
-    )
-    p.add_argument("--eval-every", type=int, default=500)
-    p.add_argument(
-        "--eval-samples",
-        type=int,
-        default=48,
-        help="held-out records per eval file at each periodic evaluation",
-    )
-    p.add_argument(
-        "--final-eval-samples",
-        type=int,
-        default=200,
-        help="held-out records per eval file for the model cards",
-    )
-    p.add_argument("--eval-batch-size", type=int, default=32)
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (1 is faster on a busy shared machine)",
-    )
-    p.add_argument(
-        "--no-bf16",
-        dest="bf16",
-        action="store_false",
-        help="train in fp32 (default: bf16 autocast, ~1.45x faster on this CPU)",
-    )
-    p.add_argument("--only", choices=sorted(MODELS), default=None, help="train one model")
-    p.add_argument(
-        "--fresh", action="store_true", help="discard earlier runs in --work (default: resume them)"
-    )
-    p.add_argument(
-        "--parallel",
-        action="store_true",
-        help="after the shared data and stage 1, train both models at once in two "
-        "processes with 1 thread each (on 2 CPU cores ~2x the throughput of one after the other)",
-    )
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=300)
+    p.add_argument("--eval-samples", type=int, default=48)
+    p.add_argument("--final-eval-samples", type=int, default=300)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="default: cuda when visible")  # fmt: skip
+    p.add_argument("--sequential", action="store_true",
+                   help="train the arms one after the other (default on CPU: one 1-thread "
+                   "process per arm, in parallel)")  # fmt: skip
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: a plumbing check")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # "seed:arm"
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    at_least = {
-        "--train-scenes": (args.train_scenes, 1), "--eval-scenes": (args.eval_scenes, 1),
-        "--steps": (args.steps, 1), "--stage1-steps": (args.stage1_steps, 0),
-        "--batch-size": (args.batch_size, 1), "--eval-every": (args.eval_every, 1),
-        "--eval-samples": (args.eval_samples, 1),
-        "--final-eval-samples": (args.final_eval_samples, 1),
-        "--eval-batch-size": (args.eval_batch_size, 1),
-    }  # fmt: skip
-    for flag, (value, low) in at_least.items():
+    if args.smoke:  # tiny sizes wherever the command line left the default
+        for key, value in SMOKE.items():
+            if getattr(args, key) == p.get_default(key):
+                setattr(args, key, value)
+    for flag, value, low in (
+        ("--stage1-records", args.stage1_records, 1), ("--instruct-records", args.instruct_records, 1),
+        ("--eval-scenes", args.eval_scenes, 1), ("--gate-scenes", args.gate_scenes, 1),
+        ("--gate-every", args.gate_every, 1), ("--stage1-max-steps", args.stage1_max_steps, 1),
+        ("--batch-size", args.batch_size, 1), ("--eval-every", args.eval_every, 1),
+        ("--eval-samples", args.eval_samples, 1), ("--final-eval-samples", args.final_eval_samples, 1),
+        ("--warmup", args.warmup, 0),
+    ):  # fmt: skip
         if value < low:
             p.error(f"{flag} must be ≥ {low}, got {value}")
-    for flag, share in (("--som-fraction", args.som_fraction),
-                        ("--listing-share", args.listing_share)):  # fmt: skip
-        if not 0.0 <= share <= 1.0:
-            p.error(f"{flag} must lie in [0, 1], got {share}")
-    if args.threads is not None and args.threads < 1:
-        p.error(f"--threads must be ≥ 1, got {args.threads}")
+    if any(s < 0 for s in args.seeds) or len(set(args.seeds)) != len(args.seeds):
+        p.error(f"--seeds must be distinct whole numbers ≥ 0, got {args.seeds}")
+    if not 0 < args.som_share <= 1:
+        p.error(f"--som-share must lie in (0, 1], got {args.som_share}")
+    if not 0 <= args.gate <= 1:
+        p.error(f"--gate must lie in [0, 1], got {args.gate}")
     if not args.lr > 0:
         p.error(f"--lr must be > 0, got {args.lr}")
-    if not args.warmup >= 0:
-        p.error(f"--warmup must be ≥ 0, got {args.warmup}")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be ≥ 1, got {args.threads}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no GPU is visible")
     for flag, folder in (("--out", args.out), ("--work", args.work)):
         try:
             common.check_folder(folder, flag)
@@ -193,289 +169,355 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def dataset(args: argparse.Namespace) -> Path:
-    """The toy-world dataset folder, written once and reused."""
-    root = args.data or args.work / "data"
-    if (root / "manifest.json").is_file():
-        manifest = load_manifest(root)
-        if manifest["train"]["files"]["scenes"] < args.train_scenes:
-            log.warning("%s holds fewer training scenes than --train-scenes; using it", root)
-        return root
-    log.info("writing the toy world (%d train, %d eval scenes) to %s", args.train_scenes,
-             args.eval_scenes, root)  # fmt: skip
-    write_toy_dataset(
-        root, train_scenes=args.train_scenes, eval_scenes=args.eval_scenes,
-        seed=args.world_seed, som_fraction=args.som_fraction,
-        listing_share=args.listing_share, progress=not args.no_progress,
-    )  # fmt: skip
+def device(args: argparse.Namespace) -> str:
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    """The arms dataset and the gate split, written once and reused."""
+    root = args.work / "data"
+    if not (root / "manifest.json").is_file():
+        log.info("writing the %s world's arms dataset to %s", WORLD, root)
+        write_arms_dataset(
+            root, config=world(WORLD), stage1_records=args.stage1_records,
+            instruct_records=args.instruct_records, som_share=args.som_share,
+            eval_scenes=args.eval_scenes, seed=args.world_seed, progress=not args.no_progress,
+            coverage_scenes=20 if args.smoke else 500,
+        )  # fmt: skip
+    gate = args.work / "gate"
+    if not (gate / "instruct.json").is_file():
+        write_eval_split(gate, world(WORLD), args.gate_scenes, seed=args.world_seed + 1000,
+                         progress=False)  # fmt: skip
     return root
 
 
-def scores(model: Any, processor: Any, eval_dir: Path, limit: int, batch: int) -> pd.DataFrame:
-    """Held-out listing (tagged) and POPE existence (untagged) scores, tidy rows."""
-    result = evaluate(
-        model, processor, eval_dir, tasks=("listing", "pope"), limit=limit,
-        batch_size=batch, progress=False,
-    )  # fmt: skip
+def seed_files(args: argparse.Namespace, data: Path, seed: int) -> dict[str, Path]:
+    """The arm files of ``seed``: the whole pools, or the first --instruct-records of them
+    (and S = --som-share of that) when the dataset was written larger."""
+    pools = load_arms_manifest(data)["pools"]
+    if pools["instruct"] < args.instruct_records:
+        raise SomprobeError(
+            f"{data} holds {pools['instruct']} instruction records, fewer than "
+            f"--instruct-records {args.instruct_records}; use another --work"
+        )
+    n = args.instruct_records
+    return arm_files(data, seed, instruct=n, som=min(pools["som"], round(n * args.som_share)))
+
+
+def score(
+    model: Any, processor: Any, eval_dir: Path, limit: int, tasks: Sequence[str] = TASKS
+) -> pd.DataFrame:
+    result = evaluate(model, processor, eval_dir, tasks=tasks, limit=limit, batch_size=32,
+                      progress=False)  # fmt: skip
     return result.summary
 
 
-def curve_fn(processor: Any, eval_dir: Path, limit: int, batch: int) -> Any:
-    def fn(model: Any) -> dict[str, float]:
-        table = scores(model, processor, eval_dir, limit, batch)
-        out: dict[str, float] = {}
-        for row in table.itertuples():
-            if (row.task, row.metric) in CURVE_METRICS:
-                key = row.metric if row.task == "listing" else f"pope_{row.setting}_{row.metric}"
-                out[key] = float(row.value)
-        return out
-
-    return fn
-
-
-def curve_path(work: Path, name: str) -> Path:
-    """One curve CSV per model, so parallel runs never write the same file."""
-    return work / f"curve_{name}.csv"
-
-
-def train(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    torch.manual_seed(args.seed)
-    cuda = torch.cuda.is_available()
-    work = args.work
-    if args.fresh:
-        for sub in ("init", "stage1", *MODELS, *(curve_path(work, m).name for m in MODELS)):
-            target = work / sub
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    data = dataset(args)
-    train_dir, eval_dir = data / "train", data / "eval"
-    check_split = write_check_split(work / "check_split")  # before any parallel children
-    manifest = load_manifest(data)
-    init = build_tiny_llava(work / "init", seed=args.seed, **MODEL_SHAPE)
-    common: dict[str, Any] = {
-        "preset": "toy",
-        "global_batch_size": args.batch_size,
-        "per_device_batch_size": args.batch_size,
-        "learning_rate": args.lr,
-        "warmup": args.warmup,
-        "seed": args.seed,
-        "bf16": args.bf16,
-        "save_steps": max(args.eval_every, 100),
-        "logging_steps": max(1, min(50, args.steps // 10)),
-        "progress": not args.no_progress,
+def flat(summary: pd.DataFrame) -> dict[str, float]:
+    """``task/setting/metric`` → value for the rows in :data:`KEEP`."""
+    return {
+        f"{r.task}/{r.setting}/{r.metric}": float(r.value)
+        for r in summary.itertuples()
+        if (r.task, r.setting, r.metric) in KEEP
     }
-    timings: dict[str, float] = {}
-    start = init
-    if args.stage1_steps > 0 and finished(work / "stage1", args.stage1_steps):
-        log.info("stage 1 already done in %s", work / "stage1")
-        start = work / "stage1"
-        timings["stage1"] = json.loads((start / "finetune_summary.json").read_text())["seconds"]
-    elif args.stage1_steps > 0:
-        t0 = time.perf_counter()
-        stage1 = finetune(
-            init, train_dir / "mix_instruct.json", train_dir, work / "stage1",
-            max_steps=args.stage1_steps, trainable="all", **common,
-        )  # fmt: skip
-        timings["stage1"] = time.perf_counter() - t0
-        log.info("stage 1: %d steps, %.0f s, loss %.3f", stage1.global_step,
-                 timings["stage1"], stage1.last_loss or float("nan"))  # fmt: skip
-        start = work / "stage1"
-    cards: dict[str, Any] = {}
-    names = [args.only] if args.only else list(MODELS)
-    if args.parallel and len(names) > 1 and not cuda:
-        return train_in_parallel(args, argv, names)
-    for name in names:
-        run_dir = work / name
-        _, processor = load_model(start)
-        periodic = PeriodicEval(
-            curve_fn(processor, eval_dir, args.eval_samples, args.eval_batch_size),
-            args.eval_every, csv_path=curve_path(work, name), labels={"model": name},
-        )  # fmt: skip
-        t0 = time.perf_counter()
-        result = finetune(
-            start, train_dir / MODELS[name], train_dir, run_dir, max_steps=args.steps,
-            trainable=args.trainable, callbacks=[periodic], save_dtype="float16", **common,
-        )  # fmt: skip
-        timings[name] = time.perf_counter() - t0
-        model, processor = load_model(run_dir, dtype=torch.float32)
-        if cuda:
-            model.to("cuda")  # type: ignore[arg-type]
-        final = scores(model, processor, eval_dir, args.final_eval_samples, args.eval_batch_size)
-        dest = args.out / f"toy-{name}"
-        ship(run_dir, dest)
-        card = {
-            "model": f"toy-{name}",
-            "data": {
-                "world": manifest["config"],
-                "world_seed": manifest["seed"],
-                "stage1": "train/mix_instruct.json" if args.stage1_steps else None,
-                "stage2": f"train/{MODELS[name]}",
-                "mixes": manifest["train"]["mixes"],
-                "train_scenes": manifest["train"]["files"]["scenes"],
-                "eval_scenes": manifest["eval"]["files"]["scenes"],
-            },
-            "shape": MODEL_SHAPE,
-            "stage1_steps": args.stage1_steps,
-            "steps": result.global_step,
-            "batch_size": args.batch_size,
-            "seed": args.seed,
-            "trainable": args.trainable,
-            "hyperparameters": result.hyperparameters,
-            "train_seconds": {"stage1": timings.get("stage1", 0.0), "stage2": timings[name]},
-            "seconds_per_step": result.seconds_per_step,
-            "final_loss": result.last_loss,
-            "device": "cuda" if cuda else f"cpu ({torch.get_num_threads()} threads)",
-            "eval_samples_per_file": args.final_eval_samples,
-            "held_out": final.to_dict("records"),
-            "skipped_records": result.skipped,
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        }
-        write_card(dest, card, final)
-        write_check_sample(dest, model.to("cpu"), processor, check_split)
-        cards[name] = card
-        log.info("%s: %d steps in %.0f s; held-out:\n%s", name, result.global_step,
-                 timings[name], final.to_string(index=False))  # fmt: skip
-    write_curve(args)
-    return cards
 
 
-def write_curve(args: argparse.Namespace) -> None:
-    """Merge the per-model curve CSVs into ``<out>/toy_training_curve.{csv,png}``."""
-    parts = [pd.read_csv(f) for m in MODELS if (f := curve_path(args.work, m)).is_file()]
-    if not parts:
-        return
-    curve = pd.concat(parts, ignore_index=True).sort_values(["model", "step", "metric"])
-    common.write_csv(curve, args.out / "toy_training_curve.csv")
-    plot_curve(curve, args.out / "toy_training_curve.png")
+def base_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "preset": "toy", "global_batch_size": args.batch_size,
+        "per_device_batch_size": args.batch_size, "learning_rate": args.lr,
+        "order": "sequential", "loss": "turn", "trainable": "all",
+        "bf16": device(args) == "cuda", "save_steps": 200,  # a kill loses ≤ 200 steps
+        "logging_steps": 25, "progress": not args.no_progress,
+    }  # fmt: skip
 
 
-def child_argv(argv: Sequence[str], name: str) -> list[str]:
-    """The parent's arguments for one child: no --parallel/--fresh/--only/--threads."""
-    out: list[str] = []
-    skip_value = False
-    for arg in argv:
-        if skip_value:
-            skip_value = False
-            continue
-        key = arg.split("=", 1)[0]
-        if key in ("--parallel", "--fresh"):
-            continue
-        if key in ("--only", "--threads"):
-            skip_value = "=" not in arg
-            continue
-        out.append(arg)
-    return [*out, "--only", name, "--threads", "1"]
+def stage1(args: argparse.Namespace, seed: int, files: dict[str, Path], data: Path) -> Path:
+    """Stage 1 of ``seed`` until the gate holds; returns its folder."""
+    folder = args.work / f"seed{seed}" / "stage1"
+    gate_file = folder / "gate.json"
+    if gate_file.is_file() and (
+        json.loads(gate_file.read_text())["passed"] or args.continue_below_gate
+    ):
+        return folder
+    init = args.work / f"seed{seed}" / "init"
+    if not (init / "config.json").is_file():
+        build_tiny_llava(init, seed=seed, **MODEL_SHAPE)
+    _, processor = load_model(init)
+    gate_dir = args.work / "gate"
+
+    def fn(model: Any) -> dict[str, float]:
+        table = score(model, processor, gate_dir, 4 * args.gate_scenes, tasks=("instruct",))
+        return {f"untagged_{r.setting}": float(r.value) for r in table.itertuples()}
+
+    def passed(m: Mapping[str, float]) -> bool:
+        return m.get("untagged_colour", 0) >= args.gate and m.get("untagged_shape", 0) >= args.gate
+
+    periodic = PeriodicEval(fn, args.gate_every, csv_path=args.work / f"seed{seed}" / "gate_curve.csv",
+                            labels={"seed": seed}, at_start=False, stop_when=passed)  # fmt: skip
+    t0 = time.perf_counter()
+    result = finetune(
+        init, files["stage1"], data / "train", folder, max_steps=args.stage1_max_steps,
+        lr_scheduler="constant_with_warmup", lr_scheduler_kwargs={}, warmup=args.warmup,
+        seed=seed, callbacks=[periodic], **base_settings(args),
+    )  # fmt: skip
+    rows = [r for r in periodic.rows if r["step"] == result.global_step] or periodic.rows[-1:]
+    metrics = {r["metric"]: r["value"] for r in rows}
+    ok = passed(metrics)
+    record = {"passed": ok, "step": result.global_step, "gate": args.gate, "metrics": metrics,
+              "seconds": round(time.perf_counter() - t0, 1), "max_steps": args.stage1_max_steps}  # fmt: skip
+    common.write_json(record, gate_file)
+    if not ok and args.continue_below_gate:
+        log.warning("seed %d: stage 1 missed the gate (%s); stage 2 runs anyway "
+                    "(--continue-below-gate)", seed, metrics)  # fmt: skip
+    elif not ok:
+        raise SomprobeError(
+            f"seed {seed}: stage 1 did not pass the gate (colour and shape ≥ {args.gate}) in "
+            f"{result.global_step} steps: {metrics}; raise --stage1-max-steps and rerun"
+        )
+    log.info("seed %d: stage 1 passed the gate at step %d: %s", seed, result.global_step, metrics)
+    return folder
 
 
-def train_in_parallel(
-    args: argparse.Namespace, argv: Sequence[str] | None, names: list[str]
+def stage2(
+    args: argparse.Namespace, seed: int, arm: str, files: dict[str, Path], data: Path
 ) -> dict[str, Any]:
-    """Train each model in its own 1-thread process; the data and stage 1 are already done."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args.work.mkdir(parents=True, exist_ok=True)
+    """Train one arm from its seed's stage 1; score it; return its record."""
+    start = args.work / f"seed{seed}" / "stage1"
+    gate = json.loads((start / "gate.json").read_text())
+    folder = args.work / f"seed{seed}" / arm
+    records = len(json.loads(files[arm].read_text()))
+    steps = math.ceil(records / args.batch_size)
+    done = folder / "scores.json"
+    if done.is_file():
+        return dict(json.loads(done.read_text()))
+    _, processor = load_model(start)
+    eval_dir = data / "eval"
+
+    def fn(model: Any) -> dict[str, float]:
+        return flat(score(model, processor, eval_dir, args.eval_samples))
+
+    periodic = PeriodicEval(fn, args.eval_every, csv_path=args.work / f"curve_seed{seed}_{arm}.csv",
+                            labels={"seed": seed, "arm": arm})  # fmt: skip
+    t0 = time.perf_counter()
+    result = finetune(
+        start, files[arm], data / "train", folder, max_steps=steps,
+        lr_scheduler="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1}, warmup=0,
+        seed=seed, callbacks=[periodic], save_dtype="float16", **base_settings(args),
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    model, processor = load_model(folder, dtype=torch.float32)
+    if device(args) == "cuda":
+        model.to("cuda")  # type: ignore[arg-type]
+    final = score(model, processor, eval_dir, args.final_eval_samples)
+    record = {
+        "seed": seed, "arm": arm, "records": records, "steps": result.global_step,
+        "stage1_steps": gate["step"], "stage1_seconds": gate["seconds"],
+        "stage1_gate": gate,
+        "stage2_seconds": round(seconds, 1), "seconds_per_step": result.seconds_per_step,
+        "final_loss": result.last_loss, "instruction_digest": instruction_digest(files[arm]),
+        "hyperparameters": result.hyperparameters, "held_out": final.to_dict("records"),
+        "device": device(args) if device(args) == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+    }  # fmt: skip
+    common.write_json(record, done)
+    return record
+
+
+def run_children(
+    args: argparse.Namespace, argv: Sequence[str], jobs: list[tuple[int, str]]
+) -> None:
+    """Train arms in parallel, one 1-thread process each (CPU)."""
     procs = {}
-    for name in names:
-        log_file = (args.work / f"train_{name}.log").open("w")
-        cmd = [sys.executable, str(Path(__file__).resolve()), *child_argv(argv, name)]
-        log.info("starting %s: %s (log: %s)", name, " ".join(cmd), log_file.name)
-        procs[name] = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
-    failed = [name for name, proc in procs.items() if proc.wait() != 0]
+    for seed, arm in jobs:
+        log_path = args.work / f"train_seed{seed}_{arm}.log"
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *child_argv(argv),
+            "--child",
+            f"{seed}:{arm}",
+            "--threads",
+            "1",
+        ]
+        log.info("starting seed %d %s (log: %s)", seed, arm, log_path)
+        procs[(seed, arm)] = subprocess.Popen(
+            cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT
+        )
+    failed = [f"seed {s} {a}" for (s, a), proc in procs.items() if proc.wait() != 0]
     if failed:
         raise SomprobeError(
-            f"training {', '.join(failed)} failed; see {args.work}/train_<model>.log"
+            f"training {', '.join(failed)} failed; see {args.work}/train_seed*_*.log"
         )
-    write_curve(args)
-    return {
-        name: json.loads((args.out / f"toy-{name}" / "training.json").read_text()) for name in names
-    }
 
 
-def finished(run_dir: Path, steps: int) -> bool:
-    """Whether ``run_dir`` holds a finished run of ``steps`` steps."""
-    summary = run_dir / "finetune_summary.json"
-    return summary.is_file() and json.loads(summary.read_text())["global_step"] >= steps
+def child_argv(argv: Sequence[str]) -> list[str]:
+    """The parent's arguments without --threads, --seeds and --arms (the child gets its own)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        key = arg.split("=", 1)[0]
+        if skip and not arg.startswith("--"):
+            continue
+        skip = False
+        if key in ("--threads", "--seeds", "--arms"):
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
 
 
-def ship(run_dir: Path, dest: Path) -> None:
-    """Copy the final model + processor (not the checkpoints) to ``dest``."""
+def train(args: argparse.Namespace, argv: Sequence[str]) -> list[dict[str, Any]]:
+    data = data_dir(args)
+    if args.child:
+        seed_text, arm = args.child.split(":")
+        seed = int(seed_text)
+        return [stage2(args, seed, arm, seed_files(args, data, seed), data)]
+    records = []
+    for seed in args.seeds:
+        files = seed_files(args, data, seed)
+        digests = {instruction_digest(files[a]) for a in ARMS}
+        if len(digests) != 1:
+            raise SomprobeError(
+                f"seed {seed}: the arms' instruction records differ; rewrite {data}"
+            )
+        torch.manual_seed(seed)
+        stage1(args, seed, files, data)
+        todo = [
+            a for a in args.arms if not (args.work / f"seed{seed}" / a / "scores.json").is_file()
+        ]
+        if todo and device(args) == "cpu" and not args.sequential and len(todo) > 1:
+            run_children(args, argv, [(seed, a) for a in todo])
+        for arm in args.arms:
+            records.append(stage2(args, seed, arm, files, data))
+        if seed == 0:
+            for arm in args.arms:
+                ship(args, arm, records[-len(args.arms) + args.arms.index(arm)], data)
+    write_results(args)
+    return records
+
+
+def write_results(args: argparse.Namespace) -> None:
+    """``toy_arms_results.csv`` (every seed and arm found in --work) and the training curve."""
+    rows = []
+    for done in sorted(args.work.glob("seed*/*/scores.json")):
+        rec = json.loads(done.read_text())
+        for r in rec["held_out"]:
+            rows.append({"seed": rec["seed"], "arm": rec["arm"], "task": r["task"],
+                         "setting": r["setting"], "metric": r["metric"], "value": r["value"], "n": r["n"]})  # fmt: skip
+    if rows:
+        common.write_csv(pd.DataFrame(rows), args.out / "toy_arms_results.csv")
+    parts = [pd.read_csv(f) for f in sorted(args.work.glob("curve_seed*_*.csv"))]
+    if parts:
+        curve = pd.concat(parts, ignore_index=True).sort_values(["seed", "arm", "step", "metric"])
+        common.write_csv(curve, args.out / "toy_training_curve.csv")
+        plot_curve(curve, args.out / "toy_training_curve.png")
+    gates = [pd.read_csv(f) for f in sorted(args.work.glob("seed*/gate_curve.csv"))]
+    if gates:
+        common.write_csv(pd.concat(gates, ignore_index=True), args.out / "toy_stage1_gate.csv")
+
+
+def ship(args: argparse.Namespace, arm: str, record: dict[str, Any], data: Path) -> None:
+    """Copy seed 0's model of ``arm`` to ``<out>/toy-<arm>`` with its card."""
+    run_dir = args.work / "seed0" / arm
+    dest = args.out / f"toy-{arm}"
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(
-        run_dir, dest, ignore=shutil.ignore_patterns("checkpoint-*", "training_args.bin")
+        run_dir,
+        dest,
+        ignore=shutil.ignore_patterns("checkpoint-*", "training_args.bin", "scores.json"),
     )
     size = (dest / "model.safetensors").stat().st_size
     if size > 10 * 1024 * 1024:
-        log.warning(
-            "%s is %.1f MB, over the 10 MB budget", dest / "model.safetensors", size / 2**20
-        )
+        log.warning("%s is %.1f MB, over the 10 MB budget", dest, size / 2**20)
+    manifest = load_arms_manifest(data)
+    card = {**record, "model": f"toy-{arm}", "world": WORLD, "shape": MODEL_SHAPE,
+            "data": {"world_config": manifest["config"], "world_seed": manifest["seed"],
+                     "pools": manifest["pools"], "som": manifest["som"],
+                     "arm_file": f"train/arms/seed0/{arm}.json", "stage1_file": "train/arms/seed0/stage1.json"},
+            "gate": args.gate, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "python": platform.python_version(), "torch": torch.__version__}  # fmt: skip
+    common.write_json(card, dest / "training.json")
+    write_card(dest, card)
+    model, processor = load_model(dest, dtype=torch.float32)
+    write_check_sample(dest, model, processor, args.work / "check_split")
 
 
 CHECK_SCENES = 24
 
 
 def write_check_split(split: Path) -> Path:
-    """The toy world's first 24 eval scenes (seed 0), written once; see ``write_check_sample``."""
+    """The v2 world's first 24 eval scenes (world seed 0), written once; see ``write_check_sample``."""
     if not (split / "listing.json").is_file():
-        write_eval_split(split, WorldConfig(), CHECK_SCENES, seed=0, progress=False)
+        write_eval_split(split, world(WORLD), CHECK_SCENES, seed=0, progress=False)
     return split
 
 
 def write_check_sample(dest: Path, model: Any, processor: Any, split: Path) -> None:
-    """``check_sample.json``: listing scores on the first held-out scenes, for a quick re-check.
+    """``check_sample.json``: listing scores on the first 24 held-out v2 scenes (world seed 0).
 
-    ``tests/slow/test_shipped_toy_models.py`` rebuilds the same split (``write_check_split``)
-    and checks that the shipped model still scores this.
+    ``tests/slow/test_shipped_toy_models.py`` rebuilds the split (``write_check_split``) and
+    checks that the shipped model still scores this.
     """
-    result = evaluate(model, processor, split, tasks=("listing",), limit=CHECK_SCENES,
-                      progress=False)  # fmt: skip
+    write_check_split(split)
+    result = evaluate(
+        model, processor, split, tasks=("listing",), limit=CHECK_SCENES, progress=False
+    )
     summary = result.summary.set_index("metric")["value"]
     check = {
-        "n": CHECK_SCENES,
-        "split": f"toy world seed 0, eval scenes [0, 1, i] for i < {CHECK_SCENES}",
-        "listing": {  # null: undefined, e.g. the accuracy of a model that listed nothing
-            m: None if math.isnan(v := float(summary[m])) else round(v, 6)
-            for m in ("list_accuracy", "recall", "colour_accuracy", "shape_accuracy")
-        },
-    }
+        "n": CHECK_SCENES, "world": WORLD,
+        "split": f"toy world {WORLD}, seed 0, eval scenes [0, 1, i] for i < {CHECK_SCENES}",
+        "listing": {m: None if math.isnan(v := float(summary[m])) else round(v, 6)
+                    for m in ("list_accuracy", "recall", "colour_accuracy", "shape_accuracy")},
+    }  # fmt: skip
     common.write_json(check, dest / "check_sample.json")
 
 
-def write_card(dest: Path, card: dict[str, Any], final: pd.DataFrame) -> None:
-    common.write_json(card, dest / "training.json")
+ARM_TEXT = {
+    "baseline": "the stage-2 instruction records only (untagged scenes and digit reading)",
+    "som": "the same instruction records in the same order plus S SoM records (listing : tag-QA = 1 : 2) on tagged scenes",
+    "control": "the same instruction records in the same order plus S reading-order lists (no tag numbers) on the same tagged scenes as the SoM arm",
+}
+
+
+def gate_text(gate: dict[str, Any]) -> str:
+    m = gate["metrics"]
+    measured = f"colour {m.get('untagged_colour', float('nan')):.3f}, shape {m.get('untagged_shape', float('nan')):.3f}"
+    if gate["passed"]:
+        return f"**passed** at step {gate['step']} ({measured})"
+    return f"**missed** at the step limit {gate['step']} ({measured}); stage 2 ran anyway (--continue-below-gate)"
+
+
+def write_card(dest: Path, card: dict[str, Any]) -> None:
     rows = "\n".join(
-        f"| {r.task} | {r.setting} | {r.metric} | {r.value:.3f} | {r.n} |"
-        for r in final.itertuples()
+        f"| {r['task']} | {r['setting']} | {r['metric']} | {r['value']:.3f} | {r['n']} |"
+        for r in card["held_out"]
     )
-    stage1 = card["stage1_steps"]
+    shape = card["shape"]
     text = f"""# {card["model"]}
 
-A tiny LLaVA ({card["shape"]["vision_layers"]}×{card["shape"]["vision_width"]} CLIP vision tower,
-{card["shape"]["text_layers"]}×{card["shape"]["text_width"]} Llama text model,
-{card["shape"]["image_size"]} px images, patch {card["shape"]["patch_size"]}) trained from
-random weights on somprobe's toy world, by `experiments/train_toy_models.py`.
+A tiny LLaVA ({shape["vision_layers"]}×{shape["vision_width"]} CLIP vision tower,
+{shape["text_layers"]}×{shape["text_width"]} Llama text model, {shape["image_size"]} px
+images, patch {shape["patch_size"]}) trained from random weights on somprobe's toy world
+`{card["world"]}` by `experiments/train_toy_models.py` (training seed {card["seed"]}).
 
-- **Data**: toy world (seed {card["data"]["world_seed"]}, {card["data"]["train_scenes"]} training
-  scenes); stage 1: {f"{stage1} steps on {card['data']['stage1']}" if stage1 else "none"};
-  stage 2: `{card["data"]["stage2"]}`.
-- **Steps**: {card["steps"]} (stage 2), batch {card["batch_size"]}, trainable parts
-  `{card["trainable"]}`, AdamW lr {card["hyperparameters"]["learning_rate"]}, cosine to 0.1×.
-- **Seed**: {card["seed"]} (initialisation and data order; the baseline and SoM models share
-  the initialisation and stage 1).
-- **Training time**: stage 1 {card["train_seconds"]["stage1"]:.0f} s, stage 2
-  {card["train_seconds"]["stage2"]:.0f} s on {card["device"]}.
-- **Held-out scores** ({card["eval_samples_per_file"]} records per eval file, greedy decoding):
+- **Stage 1** (shared by the three arms of this seed): {card["stage1_steps"]} steps on
+  untagged instruction data and digit reading ({card["stage1_seconds"]:.0f} s); gate:
+  untagged colour and shape accuracy ≥ {card["gate"]} on a validation split —
+  {gate_text(card["stage1_gate"])}.
+- **Stage 2** ({card["arm"]} arm): one epoch, {card["records"]} records, {card["steps"]} steps:
+  {ARM_TEXT[card["arm"]]}. Instruction-record digest `{card["instruction_digest"][:16]}…`
+  (the same in every arm of this seed). {card["stage2_seconds"]:.0f} s on {card["device"]}.
+- Batch {card["hyperparameters"]["global_batch_size"]}, AdamW lr {card["hyperparameters"]["learning_rate"]}
+  (warmup, constant through stage 1, cosine to 0.1× through stage 2), each answer turn
+  weighted equally in the loss.
+- **Held-out scores** (greedy decoding; up to {card.get("final_eval_samples", "")} records per eval file):
 
 | task | setting | metric | value | n |
 |---|---|---|---|---|
 {rows}
 
-Listing is scored on tagged held-out scenes (list-wise accuracy = items listed correctly /
-items listed); POPE is existence on untagged held-out scenes. Full details:
-`training.json`.
+Listing and tag-QA are asked on tagged held-out scenes, POPE and the untagged questions
+on untagged ones. Full details: `training.json`.
 """
     with atomic_write(dest / "README.md") as fh:
         fh.write(text)
@@ -487,55 +529,50 @@ def plot_curve(curve: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in ("list_accuracy", "pope_random_f1") if m in set(curve["metric"])]
+    metrics = [m for m in ("listing/all/list_accuracy", "tag_qa/all/accuracy", "pope/random/accuracy",
+                           "instruct/shape/accuracy") if m in set(curve["metric"])]  # fmt: skip
     if not metrics:
         return
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for model, group in curve[curve["metric"] == metric].groupby("model"):
-            ax.plot(group["step"], group["value"], marker="o", label=model)
+        for (seed, arm), group in curve[curve["metric"] == metric].groupby(["seed", "arm"]):
+            ax.plot(group["step"], group["value"], marker="o", ms=3, label=f"{arm} s{seed}")
+        ax.set_title(metric, fontsize=9)
         ax.set_xlabel("stage-2 step")
-        ax.set_ylabel(metric)
-        ax.set_ylim(0, 1)
-        ax.legend()
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     try:
-        cards = train(args, argv)
+        records = train(args, argv)
     except SomprobeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    summary = {
-        name: {
-            "steps": c["steps"],
-            "seconds": c["train_seconds"],
-            "seconds_per_step": c["seconds_per_step"],
-            "held_out": {
-                f"{r['task']}/{r['setting']}/{r['metric']}": round(r["value"], 4)
-                for r in c["held_out"]
-                if (r["task"], r["metric"]) in CURVE_METRICS
-            },
-        }
-        for name, c in cards.items()
-    }
+    if args.child:
+        return 0
     wall = time.perf_counter() - t0
-    print(json.dumps(summary, indent=2))
-    print(
-        f"wall-clock time of this run (data, stage 1, both models, evaluations): {wall / 60:.1f} min"
+    for rec in records:
+        print(
+            rec["seed"],
+            rec["arm"],
+            json.dumps({k: round(v, 3) for k, v in flat(pd.DataFrame(rec["held_out"])).items()}),
+        )
+    print(f"wall-clock time of this run: {wall / 60:.1f} min")
+    run = {"wall_seconds": round(wall, 1), "seeds": args.seeds, "arms": args.arms,
+           "command": " ".join(["train_toy_models.py", *argv]), "cpu_count": os.cpu_count(),
+           "device": device(args)}  # fmt: skip
+    common.write_json(
+        run, args.out / f"toy_training_run_seeds{'_'.join(map(str, args.seeds))}.json"
     )
-    if not args.only:
-        run = {"wall_seconds": round(wall, 1), "command": " ".join(
-            [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
-            "cpu_count": os.cpu_count(), "parallel": bool(args.parallel)}  # fmt: skip
-        common.write_json(run, args.out / "toy_training_run.json")
     return 0
 
 

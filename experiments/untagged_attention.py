@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from somprobe.capture import capture
 from somprobe.data.seeding import rng_for
-from somprobe.data.toyworld import ToyScene, WorldConfig, tag_scene
+from somprobe.data.toyworld import ToyScene, tag_scene
 from somprobe.data.toyworld.dataset import iter_scenes
 from somprobe.data.toyworld.questions import instruct_candidates
 from somprobe.errors import InputError
@@ -547,7 +547,7 @@ def run(args: argparse.Namespace) -> int:
     names = dict(zip(("base", "som"), pair.names, strict=True))
     scenes, truths, items = [], {}, []
     for index, (key, scene) in enumerate(
-        iter_scenes(WorldConfig(), "eval", args.limit, seed=args.seed)
+        iter_scenes(common.toy_world(args), "eval", args.limit, seed=args.seed)
     ):
         scenes.append(scene)
         truths[index] = untagged_truth(scene)

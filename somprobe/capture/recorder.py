@@ -64,6 +64,9 @@ def _recording_attention(
     attention_mask: Tensor | None,
     **kwargs: Any,
 ) -> tuple[Tensor, None]:
+    knocked = getattr(module, "_somprobe_knockout", None)  # somprobe.capture.intervene
+    if knocked is not None:
+        attention_mask = knocked.edit_mask(module, query, key, attention_mask)
     output, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     recorder = getattr(module, "_somprobe_recorder", None)
     if recorder is not None:
@@ -239,6 +242,35 @@ def ensure_not_recording(model: torch.nn.Module) -> None:
             raise CaptureError(_NESTED)
 
 
+def hook_passes(
+    adapter: Any, handles: list[Any], on_ids: Callable[..., None], on_pass: Callable[..., None]
+) -> Any:
+    """Route the text model's attention through :data:`ATTENTION_NAME` and hook each
+    forward pass: ``on_ids(module, args)`` sees the input ids, ``on_pass(module, args,
+    kwargs)`` the language model's call (offset, length). Returns the implementation it
+    replaced, for :func:`unhook`; the hook handles go to ``handles``."""
+    config = adapter.text_config
+    saved = config._attn_implementation
+    config._attn_implementation = ATTENTION_NAME
+    handles.append(adapter.embeddings.register_forward_pre_hook(on_ids))
+    handles.append(adapter.language_model.register_forward_pre_hook(on_pass, with_kwargs=True))
+    return saved
+
+
+def unhook(adapter: Any, handles: list[Any], attribute: str, owner: Any, saved_impl: Any) -> None:
+    """Undo what a recording or an intervention installed: its hooks, its mark on the
+    attention modules (``attribute`` set to ``owner``) and the attention implementation."""
+    for handle in handles:
+        handle.remove()
+    handles.clear()
+    for layer in range(adapter.num_layers):
+        module = adapter.attention(layer)
+        if getattr(module, attribute, None) is owner:
+            delattr(module, attribute)
+    if saved_impl is not None:
+        adapter.text_config._attn_implementation = saved_impl
+
+
 def _stack_on_host(tensors: list[Tensor]) -> Tensor:
     """Stack on the device, then one copy to the host (layers split over devices: per tensor)."""
     if len({t.device for t in tensors}) == 1:
@@ -347,21 +379,11 @@ class Recorder:
     # -- context management ------------------------------------------------------------------
     def __enter__(self) -> Recorder:
         self._claim()
-        config = self.adapter.text_config
-        self._saved_impl = config._attn_implementation
-        if self._saved_impl not in ("sdpa", ATTENTION_NAME, None):
-            # eager / flash models are switched to SDPA for the output while recording
-            pass
-        config._attn_implementation = ATTENTION_NAME
+        # eager / flash models run the output through SDPA while recording
+        self._saved_impl = hook_passes(
+            self.adapter, self._handles, self._on_embeddings, self._on_language_model
+        )
         try:
-            self._handles.append(
-                self.adapter.embeddings.register_forward_pre_hook(self._on_embeddings)
-            )
-            self._handles.append(
-                self.adapter.language_model.register_forward_pre_hook(
-                    self._on_language_model, with_kwargs=True
-                )
-            )
             for layer in self.layers:
                 self.adapter.attention(layer)._somprobe_recorder = self  # type: ignore[assignment]
                 if self.capture_hidden:
@@ -403,15 +425,7 @@ class Recorder:
             self._claimed = None
 
     def _restore(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        for layer in range(self.adapter.num_layers):
-            module = self.adapter.attention(layer)
-            if getattr(module, "_somprobe_recorder", None) is self:
-                del module._somprobe_recorder
-        if self._saved_impl is not None:
-            self.adapter.text_config._attn_implementation = self._saved_impl
+        unhook(self.adapter, self._handles, "_somprobe_recorder", self, self._saved_impl)
         self._release()
 
     # -- per forward pass ----------------------------------------------------------------------
@@ -537,7 +551,7 @@ class Recorder:
             q, k = _kept(q), _kept(k)  # the KV cache is never copied for a float32 model
             scores = torch.matmul(q * scale, k.transpose(-1, -2))  # [H, n, kv], small side scaled
             if mask is not None or group.first_position < kv_len - 1:
-                scores = self._apply_mask(scores, mask, group, kv_len)
+                scores = self._apply_mask(scores, mask, group, kv_len, heads)
             probs = torch.softmax(scores, dim=-1)
             if self.keys == "image":
                 probs = probs.index_select(-1, self._keys_on(b, probs.device))
@@ -586,16 +600,21 @@ class Recorder:
         return groups
 
     @staticmethod
-    def _apply_mask(scores: Tensor, mask: Tensor | None, group: _RowGroup, kv_len: int) -> Tensor:
+    def _apply_mask(
+        scores: Tensor, mask: Tensor | None, group: _RowGroup, kv_len: int, heads: Tensor | None
+    ) -> Tensor:
         if mask is None:  # plain causal attention, no padding: hide the future keys
             pos = torch.tensor(group.positions, device=scores.device)
             allowed = torch.arange(kv_len, device=scores.device)[None, :] <= pos[:, None]
             return scores.masked_fill(~allowed[None], float("-inf"))
         b = group.batch
-        rows = group.take(mask[b if mask.shape[0] > 1 else 0, 0], 0)[..., :kv_len]
+        per_item = mask[b if mask.shape[0] > 1 else 0]  # [1 or head, query, key]
+        if per_item.shape[0] > 1 and heads is not None:  # a per-head mask (a knockout)
+            per_item = per_item.index_select(0, heads.to(per_item.device))
+        rows = group.take(per_item, 1)[..., :kv_len]
         if rows.dtype == torch.bool:
-            return scores.masked_fill(~rows[None], float("-inf"))
-        return scores + rows[None].float()
+            return scores.masked_fill(~rows, float("-inf"))
+        return scores + rows.float()
 
     def _make_hidden_hook(self, layer: int) -> Callable[..., None]:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:

@@ -42,6 +42,10 @@ def _read_curve(path: Path) -> pd.DataFrame:
 class PeriodicEval(TrainerCallback):
     """Every ``every`` optimizer steps (and at the end) run ``fn(model)`` and log it.
 
+    With ``stop_when``, training stops after the first periodic evaluation whose
+    metrics satisfy it (e.g. a gate: ``lambda m: m["shape"] >= 0.95``); the step is kept
+    in :attr:`stopped_at`.
+
     ``fn`` gets the model in eval mode under ``torch.no_grad`` and returns metric → value.
     Rows ``(step, metric, value, seconds, **labels)`` accumulate in :attr:`rows` and,
     when ``csv_path`` is given, are written atomically to that CSV after each
@@ -58,6 +62,7 @@ class PeriodicEval(TrainerCallback):
         csv_path: str | os.PathLike[str] | None = None,
         labels: Mapping[str, Any] | None = None,
         at_start: bool = True,
+        stop_when: Callable[[Mapping[str, float]], bool] | None = None,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise InputError(f"PeriodicEval every={every!r}: give a number of steps ≥ 1")
@@ -66,6 +71,9 @@ class PeriodicEval(TrainerCallback):
         self.csv_path = Path(csv_path) if csv_path is not None else None
         self.labels = dict(labels or {})
         self.at_start = at_start
+        self.stop_when = stop_when
+        #: The step at which ``stop_when`` first held (None: never).
+        self.stopped_at: int | None = None
         self.rows: list[dict[str, Any]] = []
         self._t0 = time.perf_counter()
         self._done: set[int] = set()
@@ -82,9 +90,9 @@ class PeriodicEval(TrainerCallback):
             mine &= frame[key].astype(str) == str(value) if key in frame else False
         return mine
 
-    def _evaluate(self, model: Any, step: int, state: TrainerState) -> None:
+    def _evaluate(self, model: Any, step: int, state: TrainerState) -> dict[str, float] | None:
         if step in self._done or not state.is_world_process_zero:
-            return
+            return None
         was_training = model.training
         model.eval()
         try:
@@ -112,6 +120,7 @@ class PeriodicEval(TrainerCallback):
                 table = pd.concat([on_disk[~self._mine(on_disk)], table], ignore_index=True)
             with atomic_write(self.csv_path) as fh:
                 table.to_csv(fh, index=False)
+        return metrics
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
@@ -124,7 +133,10 @@ class PeriodicEval(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
         if state.global_step % self.every == 0:
-            self._evaluate(kw["model"], state.global_step, state)
+            metrics = self._evaluate(kw["model"], state.global_step, state)
+            if metrics is not None and self.stop_when is not None and self.stop_when(metrics):
+                self.stopped_at = state.global_step
+                control.should_training_stop = True
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any

@@ -60,6 +60,9 @@ class FinetunePreset:
     ``save_steps`` below 1 is a fraction of the run's steps (the default 0.1 writes a
     checkpoint every 10 % of the run, so a run killed late resumes late), from 1 up a
     number of steps; only the last ``save_total_limit`` checkpoints are kept.
+    ``order="sequential"`` feeds the records in file order (for runs that must see the
+    same records in the same order); ``loss="turn"`` weights every answer turn equally
+    (see :func:`somprobe.finetune.loss.turn_weighted_loss`) instead of every token.
     """
 
     name: str
@@ -85,6 +88,8 @@ class FinetunePreset:
     save_steps: float = 0.1
     save_total_limit: int | None = 2
     seed: int = 42
+    order: Literal["random", "sequential"] = "random"
+    loss: Literal["token", "turn"] = "token"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -239,6 +244,8 @@ def check_preset(preset: FinetunePreset) -> None:
         "None (keep all) or ≥ 1",
     )
     need(whole(preset.seed, 0), "seed", "a whole number ≥ 0")
+    need(preset.order in ("random", "sequential"), "order", "'random' or 'sequential'")
+    need(preset.loss in ("token", "turn"), "loss", "'token' or 'turn'")
     if problems:
         raise InputError(f"finetune preset {preset.name!r}: bad " + "; ".join(problems))
 

@@ -47,6 +47,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArgu
 from somprobe.errors import InputError, ModelLoadError, UnsupportedModelError
 from somprobe.finetune.collator import SFTCollator
 from somprobe.finetune.dataset import LlavaSFTDataset, OnBadRecord
+from somprobe.finetune.loss import turn_weighted_loss
 from somprobe.finetune.presets import FinetunePreset, Trainable, get_preset
 from somprobe.io import atomic_write, check_writable
 from somprobe.models.adapters import adapter_for
@@ -323,6 +324,7 @@ def _training_arguments(
         save_total_limit=preset.save_total_limit,
         seed=preset.seed,
         data_seed=preset.seed,
+        train_sampling_strategy=preset.order,
         dataloader_num_workers=preset.dataloader_workers,
         remove_unused_columns=False,
         report_to="none",
@@ -345,6 +347,26 @@ class ResumableTrainer(Trainer):
     (which converts the names) and copied in strictly. Adapters, FSDP and DeepSpeed
     checkpoints keep the Trainer's own loading.
     """
+
+    def __init__(self, *args: Any, loss: str = "token", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_kind = loss
+        if loss == "turn":  # the loss is a mean over turns: the Trainer averages micro-batches
+            self.model_accepts_loss_kwargs = False
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        if self.loss_kind != "turn":
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs["labels"]
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+        loss = turn_weighted_loss(outputs.logits, labels)
+        return (loss, outputs) if return_outputs else loss
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         target: Any = model if model is not None else self.model
@@ -470,6 +492,7 @@ def finetune(
         train_dataset=dataset,
         data_collator=SFTCollator(pad_token_id=processor.tokenizer.pad_token_id),
         callbacks=[*callbacks, *([_PauseAfterSave(int(pause))] if pause else [])],
+        loss=spec.loss,
     )
     checkpoint: str | None = None
     if isinstance(resume, str | os.PathLike):

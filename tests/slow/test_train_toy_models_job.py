@@ -1,4 +1,4 @@
-"""The toy-model training job runs end to end on a tiny budget and writes what it ships."""
+"""The toy-model training job: three matched arms, the stage-1 gate, cards and curves."""
 
 from __future__ import annotations
 
@@ -11,48 +11,50 @@ from somprobe_testing import load_experiment
 
 from somprobe.models import load_model
 
-TINY = [
-    "--train-scenes", "40", "--eval-scenes", "8", "--stage1-steps", "2", "--steps", "4",
-    "--batch-size", "4", "--eval-every", "2", "--eval-samples", "2",
-    "--final-eval-samples", "2", "--threads", "1", "--no-progress",
-]  # fmt: skip
-
 
 @pytest.mark.slow
-def test_training_job_writes_models_cards_checks_and_curve(tmp_path: Path) -> None:
+def test_smoke_run_trains_three_matched_arms_and_ships_seed_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     job = load_experiment("train_toy_models")
     out, work = tmp_path / "models", tmp_path / "work"
-    assert job.main([*TINY, "--out", str(out), "--work", str(work)]) == 0
-
-    for name in ("baseline", "som"):
-        folder = out / f"toy-{name}"
+    argv = ["--smoke", "--out", str(out), "--work", str(work), "--no-progress", "--sequential"]
+    assert job.main(argv) == 0
+    digests, steps = set(), {}
+    for arm in ("baseline", "som", "control"):
+        folder = out / f"toy-{arm}"
         model, _ = load_model(folder)
         assert model.dtype.is_floating_point
         card = json.loads((folder / "training.json").read_text())
-        assert card["steps"] == 4 and card["stage1_steps"] == 2 and card["seed"] == 0
+        digests.add(card["instruction_digest"])
+        steps[arm] = card["steps"]
+        assert card["world"] == "v2" and card["seed"] == 0 and card["stage1_steps"] == 4
+        assert card["hyperparameters"]["order"] == "sequential"
+        assert card["hyperparameters"]["loss"] == "turn"
+        assert card["hyperparameters"]["lr_scheduler"] == "cosine_with_min_lr"
         assert "Held-out scores" in (folder / "README.md").read_text()
         check = json.loads((folder / "check_sample.json").read_text())
-        assert check["n"] == job.CHECK_SCENES
-        assert set(check["listing"]) == {
-            "list_accuracy", "recall", "colour_accuracy", "shape_accuracy",
-        }  # fmt: skip
-        for value in check["listing"].values():  # null where nothing was listed
-            assert value is None or 0.0 <= value <= 1.0
+        assert check["n"] == job.CHECK_SCENES and check["world"] == "v2"
         assert not list(folder.glob("*.tmp"))
-
+    assert len(digests) == 1  # identical instruction records in identical order
+    assert steps == {"baseline": 10, "som": 13, "control": 13}  # 320 and 320 + 80 records
+    gate = json.loads((work / "seed0" / "stage1" / "gate.json").read_text())
+    assert gate["passed"] and gate["step"] == 4
+    results = pd.read_csv(out / "toy_arms_results.csv")
+    assert set(results["arm"]) == {"baseline", "som", "control"} and set(results["seed"]) == {0}
     curve = pd.read_csv(out / "toy_training_curve.csv")
-    assert set(curve["model"]) == {"baseline", "som"}
-    assert set(curve["step"]) == {0, 2, 4}  # 0: before stage 2
-    assert "list_accuracy" in set(curve["metric"])
-    run = json.loads((out / "toy_training_run.json").read_text())
-    assert run["wall_seconds"] > 0 and run["parallel"] is False
-
-
-@pytest.mark.slow
-def test_training_job_rejects_a_negative_step_count(tmp_path: Path) -> None:
-    job = load_experiment("train_toy_models")
-    with pytest.raises(SystemExit):
-        job.main(["--steps", "-1", "--out", str(tmp_path / "m"), "--work", str(tmp_path / "w")])
+    assert {"listing/all/list_accuracy", "instruct/shape/accuracy"} <= set(curve["metric"])
+    # a second run finds everything done and trains nothing
+    assert job.main(argv) == 0
+    assert json.loads((work / "seed0" / "som" / "scores.json").read_text())["steps"] == 13
+    # the stage-1 gate is enforced: an unreachable gate stops seed 1 after stage 1 with an
+    # error (the same data folder), and no arm of that seed is trained
+    capsys.readouterr()
+    assert job.main([*argv, "--seeds", "1", "--gate", "0.99"]) == 2
+    assert "did not pass the gate" in capsys.readouterr().err
+    gate = json.loads((work / "seed1" / "stage1" / "gate.json").read_text())
+    assert gate["passed"] is False and gate["step"] == 8
+    assert not (work / "seed1" / "som").exists()
 
 
 @pytest.mark.slow
@@ -61,6 +63,9 @@ def test_training_job_rejects_a_negative_step_count(tmp_path: Path) -> None:
     [
         (["--lr", "0"], "--lr must be > 0"),
         (["--warmup", "-5"], "--warmup must be ≥ 0"),
+        (["--seeds", "0", "0"], "--seeds must be distinct"),
+        (["--gate", "1.5"], "--gate must lie in [0, 1]"),
+        (["--som-share", "0"], "--som-share must lie in (0, 1]"),
         (["--out", "{tmp}/file.txt/m"], "file.txt is a file"),
     ],
 )

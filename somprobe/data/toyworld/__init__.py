@@ -6,6 +6,7 @@ from somprobe.data.toyworld.scenes import (
     DEFAULT_SHAPES,
     SHAPES,
     SIZES,
+    WORLDS,
     ToyObject,
     ToyScene,
     WorldConfig,
@@ -13,6 +14,7 @@ from somprobe.data.toyworld.scenes import (
     object_pixels,
     shape_mask,
     tag_scene,
+    world,
 )
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "DEFAULT_SHAPES",
     "SHAPES",
     "SIZES",
+    "WORLDS",
     "ToyObject",
     "ToyScene",
     "WorldConfig",
@@ -28,4 +31,5 @@ __all__ = [
     "object_pixels",
     "shape_mask",
     "tag_scene",
+    "world",
 ]

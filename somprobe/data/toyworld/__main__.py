@@ -7,7 +7,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -26,10 +26,17 @@ def toy(
         int, typer.Option("--eval", help="Held-out eval scenes (0: training files only).")
     ] = 500,
     seed: Annotated[int, typer.Option(help="World seed.")] = 0,
-    image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 112,
-    patch_size: Annotated[int, typer.Option(help="Vision patch size (tags snap to it).")] = 14,
-    min_objects: Annotated[int, typer.Option(help="Fewest objects per scene.")] = 2,
-    max_objects: Annotated[int, typer.Option(help="Most objects per scene (≤ 8).")] = 5,
+    world_name: Annotated[
+        str, typer.Option("--world", help="Named world: v2 (the shipped models') or v1.")
+    ] = "v2",
+    image_size: Annotated[
+        int | None, typer.Option(help="Image side in pixels (default: the world's).")
+    ] = None,
+    patch_size: Annotated[
+        int | None, typer.Option(help="Vision patch size, tags snap to it (default: the world's).")
+    ] = None,
+    min_objects: Annotated[int | None, typer.Option(help="Fewest objects per scene.")] = None,
+    max_objects: Annotated[int | None, typer.Option(help="Most objects per scene (≤ 8).")] = None,
     mix_records: Annotated[
         int | None, typer.Option(help="Records per training mix (default: --train).")
     ] = None,
@@ -38,13 +45,15 @@ def toy(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Scenes, TagSets, instruction / SoM training mixes and held-out eval files."""
-    from somprobe.data.toyworld.dataset import write_toy_dataset
-    from somprobe.data.toyworld.scenes import WorldConfig
+    from dataclasses import replace
 
-    cfg = WorldConfig(
-        image_size=image_size, patch_size=patch_size, min_objects=min_objects,
-        max_objects=max_objects,
-    )  # fmt: skip
+    from somprobe.data.toyworld.dataset import write_toy_dataset
+    from somprobe.data.toyworld.scenes import world
+
+    given: dict[str, Any] = {"image_size": image_size, "patch_size": patch_size, "min_objects": min_objects,
+             "max_objects": max_objects}  # fmt: skip
+    base = world(world_name)
+    cfg = replace(base, **{k: v for k, v in given.items() if v is not None})
     manifest = write_toy_dataset(
         out, config=cfg, train_scenes=train, eval_scenes=eval_scenes, seed=seed,
         mix_records=mix_records, som_fraction=som_fraction, listing_share=listing_share,

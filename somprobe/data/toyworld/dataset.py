@@ -326,16 +326,21 @@ def write_toy_dataset(
     return manifest
 
 
-def load_manifest(out_dir: str | Path) -> dict[str, Any]:
+def load_manifest(
+    out_dir: str | Path, *, kind: str | None = None, writer: str = "write_toy_dataset"
+) -> dict[str, Any]:
     """The manifest of a dataset folder, and its world config as a :class:`WorldConfig`.
+
+    ``kind``: the ``"format"`` the manifest must declare (None: any toy-world manifest);
+    ``writer`` names the function the error messages point to.
 
     Raises:
         InputError: no manifest in ``out_dir``.
-        DataFormatError: the manifest is not one written by :func:`write_toy_dataset`.
+        DataFormatError: the manifest is not one written by ``writer``.
     """
     path = Path(out_dir) / "manifest.json"
     if not path.is_file():
-        raise InputError(f"{path} not found; write the dataset with write_toy_dataset first")
+        raise InputError(f"{path} not found; write the dataset with {writer} first")
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
@@ -346,6 +351,8 @@ def load_manifest(out_dir: str | Path) -> dict[str, Any]:
         raise DataFormatError(
             f"{path} is not a toy-world manifest (no 'config' object); write the dataset again"
         )
+    if kind is not None and data.get("format") != kind:
+        raise DataFormatError(f"{path} is not a {kind!r} manifest; write it with {writer}")
     data["world"] = WorldConfig.from_dict(data["config"])
     return data
 

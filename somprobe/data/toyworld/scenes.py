@@ -82,6 +82,9 @@ class WorldConfig:
         min_visible: every object keeps at least this fraction of its pixels visible.
         jitter: per-object colour jitter (± per channel), keeping colours saturated.
         font_size: tag font size in pixels (None: the tagger's default rule).
+        count_retries: placement attempts that keep the drawn object count before it is
+            drawn again (0: a new count at every rejected draw, which biases crowded
+            worlds towards few objects; ``v2`` keeps each count for 100 attempts).
     """
 
     image_size: int = 112
@@ -98,6 +101,7 @@ class WorldConfig:
     min_visible: float = 0.6
     jitter: int = 12
     font_size: int | None = 11
+    count_retries: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -124,6 +128,8 @@ class WorldConfig:
             problems.append(f"sizes must map names to fractions in [0.02, 0.3], got {self.sizes}")
         if not 0 < self.min_gap <= 2 or not 0 < self.min_visible <= 1:
             problems.append("min_gap must lie in (0, 2] and min_visible in (0, 1]")
+        if isinstance(self.count_retries, bool) or not 0 <= self.count_retries < _MAX_ATTEMPTS:
+            problems.append(f"count_retries must lie in 0..{_MAX_ATTEMPTS - 1}")
         if not 0 <= self.jitter <= 30:
             problems.append(f"jitter must lie in 0..30, got {self.jitter}")
         if problems:
@@ -190,6 +196,42 @@ class ToyScene:
     regions: list[Region]
     background: str
     config: WorldConfig
+
+
+#: Named worlds. ``v1`` is the first shipped world (objects 1.5–2.4 patches across, an
+#: 11 px mark covering about 31 % of an object). ``v2`` is sized so that shape can be
+#: seen at a 14 px patch: objects about 2.4–3.7 patches across, at most 4 per scene, four
+#: shapes (no star: its thin points leave no patch that is half star and free of the mark,
+#: so attention scores would be undefined for it), a 9 px mark covering on average under
+#: 10 % of its object (measured by
+#: :func:`somprobe.data.toyworld.coverage.coverage_table`; the numbers are in the README).
+WORLDS: dict[str, WorldConfig] = {
+    "v1": WorldConfig(),
+    "v2": WorldConfig(
+        max_objects=4,
+        sizes={"small": 0.18, "large": 0.23},
+        min_gap=0.8,
+        count_retries=99,
+        font_size=9,
+        shapes=("circle", "square", "triangle", "cross"),
+        shape_weights=(1.2, 1.1, 0.9, 0.8),
+    ),
+}
+
+
+def world(name: str) -> WorldConfig:
+    """The named world (see :data:`WORLDS`).
+
+    Raises:
+        InputError: an unknown name.
+
+    Example:
+        >>> world("v2").max_objects
+        4
+    """
+    if name not in WORLDS:
+        raise InputError(f"unknown toy world {name!r}; choose from {sorted(WORLDS)}")
+    return WORLDS[name]
 
 
 def shape_mask(shape: str, center: tuple[float, float], radius: float, size: int) -> np.ndarray:
@@ -362,8 +404,10 @@ def make_scene(cfg: WorldConfig, seed: int | Sequence[int]) -> ToyScene:
         raise InputError(f"scene seed {seed!r}: give a whole number ≥ 0 or a sequence of them")
     rng = np.random.default_rng(seed)
     size = cfg.image_size
-    for _ in range(_MAX_ATTEMPTS):
-        n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    n = 0
+    for attempt in range(_MAX_ATTEMPTS):
+        if cfg.count_retries == 0 or attempt % (cfg.count_retries + 1) == 0:
+            n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
         objects = _place(cfg, rng, n)
         if objects is None:
             continue
@@ -428,6 +472,7 @@ __all__ = [
     "DEFAULT_SHAPES",
     "SHAPES",
     "SIZES",
+    "WORLDS",
     "ToyObject",
     "ToyScene",
     "WorldConfig",
@@ -436,4 +481,5 @@ __all__ = [
     "object_pixels",
     "shape_mask",
     "tag_scene",
+    "world",
 ]

@@ -259,3 +259,102 @@ def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(
     b, _ = load_model(tmp_path / "broken")
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_sequential_order_feeds_records_in_file_order(
+    tiny_llava_path: Path, colour_set, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """order='sequential': the batches are the file's records in order (random: not)."""
+    from somprobe.finetune.trainer import ResumableTrainer
+
+    data, images = colour_set
+    seen: dict[str, list[list[int]]] = {}
+
+    orig = ResumableTrainer.compute_loss
+
+    def spy(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+        seen.setdefault(self.args.train_sampling_strategy, []).append(
+            [int(x) for x in inputs["input_ids"][:, -8:].sum(dim=1)]
+        )
+        return orig(self, model, inputs, return_outputs, num_items_in_batch)
+
+    ResumableTrainer.compute_loss = spy  # type: ignore[method-assign]
+    try:
+        for order in ("sequential", "random"):
+            finetune(
+                tiny_llava_path, data, images, tmp_path / order, preset="toy", max_steps=3,
+                order=order, **FAST,
+            )  # fmt: skip
+    finally:
+        ResumableTrainer.compute_loss = orig  # type: ignore[method-assign]
+    _, processor = load_model(tiny_llava_path)
+    ds = LlavaSFTDataset(data, images, processor)
+    collate = SFTCollator(processor.tokenizer.pad_token_id)
+    expected = [
+        [
+            int(x)
+            for x in collate([ds[i] for i in range(4 * b, 4 * b + 4)])["input_ids"][:, -8:].sum(
+                dim=1
+            )
+        ]
+        for b in range(3)
+    ]
+    assert seen["sequential"] == expected
+    assert seen["random"] != expected
+
+
+def test_turn_loss_trains_and_differs_from_token_loss(
+    tiny_llava_path: Path, colour_set, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    _, images = colour_set
+    data = tmp_path / "two_turns.json"
+    colours = ["blue", "green", "red"]
+    write_records(
+        [
+            make_record(
+                f"r{i}", f"{i}.png",
+                [("What colour is the square?", colours[i % 3]),
+                 ("Describe the image.", f"A {colours[i % 3]} square on a plain grey background.")],
+            )
+            for i in range(24)
+        ],
+        data,
+    )  # fmt: skip
+    runs = {}
+    for loss in ("token", "turn"):
+        runs[loss] = finetune(
+            tiny_llava_path, data, images, tmp_path / loss, preset="toy", max_steps=6,
+            loss=loss, order="sequential", **FAST,
+        )  # fmt: skip
+    assert runs["turn"].last_loss is not None and runs["turn"].first_loss is not None
+    assert runs["turn"].last_loss < runs["turn"].first_loss
+    assert runs["turn"].hyperparameters["loss"] == "turn"
+    a, _ = load_model(tmp_path / "token")
+    b, _ = load_model(tmp_path / "turn")
+    assert any(not torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_periodic_eval_stop_when_ends_training_early(
+    tiny_llava_path: Path, colour_set, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from somprobe.finetune import PeriodicEval
+
+    data, images = colour_set
+    calls: list[int] = []
+
+    def fn(model: Any) -> dict[str, float]:
+        calls.append(1)
+        return {"n": float(len(calls))}
+
+    cb = PeriodicEval(fn, every=2, at_start=False, stop_when=lambda m: m["n"] >= 2)
+    result = finetune(
+        tiny_llava_path, data, images, tmp_path / "run", preset="toy", max_steps=20,
+        callbacks=[cb], **FAST,
+    )  # fmt: skip
+    assert cb.stopped_at == 4 and result.global_step == 4
+    never = PeriodicEval(fn, every=2, at_start=False, stop_when=lambda m: False)
+    result = finetune(
+        tiny_llava_path, data, images, tmp_path / "run2", preset="toy", max_steps=4,
+        callbacks=[never], **FAST,
+    )  # fmt: skip
+    assert never.stopped_at is None and result.global_step == 4
