@@ -89,9 +89,9 @@ KEEP = {
     ("instruct", "colour", "accuracy"),
     ("instruct", "shape", "accuracy"),
 }
-SMOKE = {"stage1_records": 640, "instruct_records": 320, "eval_scenes": 24, "gate_scenes": 24,
+SMOKE = {"stage1_records": 320, "instruct_records": 320, "eval_scenes": 12, "gate_scenes": 10,
          "stage1_max_steps": 8, "gate_every": 4, "gate": 0.0, "eval_every": 10,
-         "eval_samples": 8, "final_eval_samples": 8}  # fmt: skip
+         "eval_samples": 6, "final_eval_samples": 6}  # fmt: skip
 log = logging.getLogger("train_toy_models")
 
 
