@@ -1,8 +1,9 @@
 """Causal tests at tag tokens: attention knockout and activation patching, every training arm.
 
 Does a model *need* the tagged object's patches (or the drawn mark's) when it writes or
-answers about tag n? For held-out tagged toy scenes and each model (default: the three
-shipped arms, ``models/toy-{baseline,som,control}``):
+answers about tag n? For held-out tagged toy scenes and each model (default: the shipped
+arms that exist, ``models/toy-{baseline,som,control}``; name them ``baseline`` and ``som``
+with ``--model`` for the SoM − baseline comparison):
 
 * **Listing** (teacher-forced "List the items one by one." with the true answer): the
   log-probability of each item ("red circle") after its tag number, with the edges from
@@ -10,7 +11,10 @@ shipped arms, ``models/toy-{baseline,som,control}``):
   ``object`` (the object's patches that are ≥ 50 % object and hold no mark), ``mark``
   (the patches holding the tag's drawn mark) or ``random`` (as many background patches,
   seeded: the control), at each single layer and at all layers. ``drop`` = log-prob
-  without − with the knockout (nats; > 0: the edges were needed).
+  without − with the knockout (nats; > 0: the edges were needed). The same knockouts
+  are also made from every token of the line (``scope="line"``: the tokens that predict
+  "." and the item), a control that can fail: if even the line does not need its object,
+  the tag token cannot. A tag without a key set (no mark-free patch it half fills) is NaN.
 * **Tag-QA** ("What is the object tagged with 3?", greedy): accuracy with the edges from
   the question's tag-number token to the same key sets removed.
 * **Activation patching**: one object per scene is recoloured (a colour not in the scene);
@@ -18,7 +22,8 @@ shipped arms, ``models/toy-{baseline,som,control}``):
   written into the corrupted run at one layer, and the log-probability difference
   "clean colour − new colour" of the item's colour word is read at the tag's line:
   ``restored`` = (patched − corrupted) / (clean − corrupted), by layer (patching the last
-  layer cannot reach later tokens: 0 by construction, a check).
+  layer cannot reach later tokens: 0 by construction, a check); NaN where recolouring
+  moved the difference by less than 0.5 nats, or where the new colour is not one token.
 
 Intervals: 95 % bootstrap over scenes; paired tests (object vs random per model and
 window; SoM vs baseline per window and condition) resample and sign-flip whole scenes
@@ -29,7 +34,7 @@ with maxT over each family (``somprobe.measure.compare_scores``). Writes
 
     python experiments/causal_tags.py                      # shipped arms, 24 scenes
     python experiments/causal_tags.py --model som=zzxslp/som-llava-v1.5-13b-hf \\
-        --model base=llava-hf/llava-1.5-13b-hf --device cuda --dtype float16 --limit 100
+        --model baseline=llava-hf/llava-1.5-13b-hf --device cuda --dtype float16 --limit 100
 """
 
 from __future__ import annotations
@@ -320,6 +325,8 @@ def patching(
         )
         colour_pos = item["item"][0]
         new_id = processor.tokenizer.convert_tokens_to_ids("▁" + new)
+        if new_id is None or new_id == processor.tokenizer.unk_token_id:
+            new_id = -1  # the new colour is not one token: no difference to read (NaN)
         touched = layout.patch_positions(image=b)[
             np.flatnonzero(layout.mask_to_patches(tag.mask, image=b).ravel() > 0)
         ]
@@ -328,6 +335,8 @@ def patching(
 
     def diff(logits: torch.Tensor, b: int) -> float:
         pos, right, wrong = targets[b][:3]
+        if wrong < 0:
+            return float("nan")
         logp = torch.log_softmax(logits[b, pos - 1].float(), dim=-1)
         return float(logp[right] - logp[wrong])
 
