@@ -83,8 +83,8 @@ class WorldConfig:
         jitter: per-object colour jitter (± per channel), keeping colours saturated.
         font_size: tag font size in pixels (None: the tagger's default rule).
         count_retries: placement attempts that keep the drawn object count before it is
-            drawn again (0: a new count at every rejected draw, which biases crowded
-            worlds towards few objects; ``v2`` keeps each count for 100 attempts).
+            lowered by one (0: a new count at every rejected draw, which biases crowded
+            worlds towards few objects; ``v2`` keeps each count for 50 attempts).
     """
 
     image_size: int = 112
@@ -211,7 +211,7 @@ WORLDS: dict[str, WorldConfig] = {
         max_objects=4,
         sizes={"small": 0.18, "large": 0.23},
         min_gap=0.8,
-        count_retries=99,
+        count_retries=49,
         font_size=9,
         shapes=("circle", "square", "triangle", "cross"),
         shape_weights=(1.2, 1.1, 0.9, 0.8),
@@ -406,8 +406,10 @@ def make_scene(cfg: WorldConfig, seed: int | Sequence[int]) -> ToyScene:
     size = cfg.image_size
     n = 0
     for attempt in range(_MAX_ATTEMPTS):
-        if cfg.count_retries == 0 or attempt % (cfg.count_retries + 1) == 0:
+        if cfg.count_retries == 0 or attempt == 0:
             n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+        elif attempt % (cfg.count_retries + 1) == 0:  # this count did not fit: one fewer
+            n = max(cfg.min_objects, n - 1)
         objects = _place(cfg, rng, n)
         if objects is None:
             continue
