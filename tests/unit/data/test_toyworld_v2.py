@@ -13,7 +13,7 @@ from somprobe.data.toyworld.digits import digit_answer, digit_image
 from somprobe.errors import InputError
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=6, deadline=None, derandomize=True)  # the same seeds in every run
 @given(seed=st.integers(0, 2**31))
 def test_v2_objects_are_wide_and_marks_small_on_any_seed(seed: int) -> None:
     """The issue's constraints on 30 scenes of any seed: every object ≥ 2 patches wide
