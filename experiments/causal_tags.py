@@ -16,7 +16,8 @@ with ``--model`` for the SoM − baseline comparison):
   "." and the item), a control that can fail: if even the line does not need its object,
   the tag token cannot. A tag without a key set (no mark-free patch it half fills) is NaN.
 * **Tag-QA** ("What is the object tagged with 3?", greedy): accuracy with the edges from
-  the question's tag-number token to the same key sets removed.
+  the question's tag-number token to the same key sets removed (``chance``: one of the
+  world's categories named at random).
 * **Activation patching**: one object per scene is recoloured (a colour not in the scene);
   the clean run's residual stream at the object's patches (every patch it touches) is
   written into the corrupted run at one layer, and the log-probability difference
@@ -40,9 +41,11 @@ with maxT over each family (``somprobe.measure.compare_scores``). Writes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +57,7 @@ import torch
 from somprobe.capture import Recorder, digit_token_filter
 from somprobe.capture.intervene import Edges, knockout, patch_activations
 from somprobe.data.listing import listing_answer
-from somprobe.data.toyworld import COLOURS, tag_scene, world
+from somprobe.data.toyworld import COLOURS, WORLDS, tag_scene, world
 from somprobe.data.toyworld.dataset import iter_scenes
 from somprobe.errors import InputError
 from somprobe.evals.tag_qa import answer_correct
@@ -66,7 +69,6 @@ JOB = "causal_tags"
 CONDITIONS = ("object", "mark", "random")
 LISTING_QUESTION = "List the items one by one."
 QA_TEMPLATE = "What is the object tagged with {label}?"
-ARMS = {"baseline": "toy-baseline", "som": "toy-som", "control": "toy-control"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -74,7 +76,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", action="append", default=None, metavar="NAME=PATH",
                    help="a model to test (repeat; default: the shipped arms: baseline, som and,\n"
                    "where shipped, control)")  # fmt: skip
-    p.add_argument("--world", default=None, choices=["v1", "v2"],
+    p.add_argument("--world", default=None, choices=sorted(WORLDS),
                    help="toy world of the scenes (default: the first model's, else v2)")  # fmt: skip
     p.add_argument("--limit", type=int, default=24, help="held-out scenes")
     p.add_argument("--batch-size", type=int, default=12)
@@ -103,7 +105,11 @@ def check_args(args: argparse.Namespace) -> dict[str, str]:
             raise InputError(f"--model name {name!r} given twice")
         models[name] = path
     if not models:  # the shipped arms that are there (the control arm comes with world v2)
-        found = {n: common.ROOT / "models" / d for n, d in ARMS.items()}
+        found = {
+            "baseline": common.SHIPPED["base"],
+            "som": common.SHIPPED["som"],
+            "control": common.CONTROL,
+        }
         models = {n: str(p) for n, p in found.items() if (p / "config.json").is_file()}
         if not {"baseline", "som"} <= set(models):
             raise InputError(
@@ -118,9 +124,10 @@ def check_args(args: argparse.Namespace) -> dict[str, str]:
 
 def key_sets(
     layout: ImageLayout, tagged: Any, b: int, rng: np.random.Generator
-) -> dict[int, dict[str, list[int]]]:
-    """For each tag of image ``b``: the token positions of its object, mark and random sets."""
-    positions = layout.patch_positions(image=b)
+) -> dict[int, dict[str, np.ndarray]]:
+    """For each tag of image ``b``: the *patch indices* of its object, mark and random sets
+    (and every patch the object touches). Patches, not token positions: the same image sits
+    at other positions in each padded batch, so each batch maps them with its own layout."""
     tags = list(tagged.tagset)
     objects = [layout.mask_to_patches(t.mask, image=b).ravel() for t in tags]
     marks = [layout.box_to_patches(t.mark_box, image=b).ravel() for t in tags]
@@ -138,12 +145,45 @@ def key_sets(
             else np.array([], int)
         )
         out[tag.id] = {
-            "object": positions[own].tolist(),
-            "mark": positions[np.flatnonzero(mark > 0)].tolist(),
-            "random": positions[np.sort(rand)].tolist(),
-            "touched": positions[np.flatnonzero(obj > 0)].tolist(),
+            "object": own,
+            "mark": np.flatnonzero(mark > 0),
+            "random": np.sort(rand),
+            "touched": np.flatnonzero(obj > 0),
         }
     return out
+
+
+def token_positions(layout: ImageLayout, image: int, patches: np.ndarray) -> list[int]:
+    """The token positions of ``patches`` of ``image`` in the batch ``layout`` describes."""
+    return [int(p) for p in layout.patch_positions(image=image)[patches]]
+
+
+@dataclass
+class ListingBatch:
+    """One batch of teacher-forced listings: inputs, their layout, each row's lines."""
+
+    inputs: dict[str, Any]
+    layout: ImageLayout
+    items: list[list[dict[str, Any]]]
+
+
+def listing_batch(processor: Any, batch: list[Any]) -> ListingBatch:
+    """The true listing of every tagged image, teacher-forced, and where each line is."""
+    images = [t.image for t in batch]
+    full = [
+        build_prompt(processor, LISTING_QUESTION, answer=listing_answer(t.tagset)) for t in batch
+    ]
+    inputs = prepare_inputs(processor, images, full)
+    prefix = prepare_inputs(
+        processor, images, [build_prompt(processor, LISTING_QUESTION)] * len(batch)
+    )
+    items = []
+    for b in range(len(batch)):
+        start = int((~inputs["attention_mask"][b].bool()).sum()) + int(
+            prefix["attention_mask"][b].sum()
+        )
+        items.append(listing_items(processor.tokenizer, inputs["input_ids"][b], start))
+    return ListingBatch(inputs, ImageLayout.from_inputs(processor, inputs, images=images), items)
 
 
 def listing_items(tokenizer: Any, ids: torch.Tensor, start: int) -> list[dict[str, Any]]:
@@ -171,12 +211,17 @@ def listing_items(tokenizer: Any, ids: torch.Tensor, start: int) -> list[dict[st
     return items
 
 
-def logprob(logits: torch.Tensor, ids: torch.Tensor, b: int, positions: list[int]) -> float:
-    """Sum of log p(token at t | tokens < t) over ``positions`` of row ``b``."""
+def logprob(logp: torch.Tensor, ids: torch.Tensor, b: int, positions: list[int]) -> float:
+    """Sum of log p(token at t | tokens < t) over ``positions`` of row ``b`` (``logp``: the
+    pass's log-softmax, computed once)."""
     if not positions:
         return float("nan")
-    logp = torch.log_softmax(logits[b].float(), dim=-1)
-    return float(sum(logp[t - 1, int(ids[b, t])] for t in positions))
+    return float(sum(logp[b, t - 1, int(ids[b, t])] for t in positions))
+
+
+def log_softmax(model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.log_softmax(model(**inputs).logits.float(), dim=-1)
 
 
 def windows(n_layers: int) -> list[tuple[str, list[int]]]:
@@ -185,29 +230,15 @@ def windows(n_layers: int) -> list[tuple[str, list[int]]]:
 
 def listing_knockout(
     model: Any,
-    processor: Any,
-    batch: list[Any],
+    lb: ListingBatch,
     keys: list[dict],
     scene_ids: list[int],
-    n_layers: int,
-) -> pd.DataFrame:  # type: ignore[type-arg]
-    answers = [listing_answer(t.tagset) for t in batch]
-    full = [build_prompt(processor, LISTING_QUESTION, answer=a) for a in answers]
-    inputs = prepare_inputs(processor, [t.image for t in batch], full)
-    prefix = prepare_inputs(
-        processor,
-        [t.image for t in batch],
-        [build_prompt(processor, LISTING_QUESTION)] * len(batch),
-    )
-    ids = inputs["input_ids"]
-    starts = [
-        int((~inputs["attention_mask"][b].bool()).sum()) + int(prefix["attention_mask"][b].sum())
-        for b in range(len(batch))
-    ]
-    items = {b: listing_items(processor.tokenizer, ids[b], starts[b]) for b in range(len(batch))}
-    model_inputs = to_model(model, inputs)
-    with torch.no_grad():
-        plain = model(**model_inputs).logits
+    n_layers: int,  # type: ignore[type-arg]
+) -> pd.DataFrame:
+    ids = lb.inputs["input_ids"]
+    items = dict(enumerate(lb.items))
+    model_inputs = to_model(model, lb.inputs)
+    plain = log_softmax(model, model_inputs)
     base = {(b, it["tag_id"]): logprob(plain, ids, b, it["item"]) for b in items for it in items[b]}
     scopes = {  # tag: the number's token(s); line: every token that predicts ".", the item
         "tag": lambda it: it["digits"],
@@ -217,14 +248,15 @@ def listing_knockout(
     for scope, queries in scopes.items():
         for window, layers in windows(n_layers):
             for cond in CONDITIONS:
-                edges = [Edges({b: queries(it)}, {b: keys[b][it["tag_id"]][cond]}, layers=layers)
-                         for b in items for it in items[b] if keys[b][it["tag_id"]][cond]]  # fmt: skip
-                with torch.no_grad(), knockout(model, edges):
-                    cut = model(**model_inputs).logits
+                edges = [Edges({b: queries(it)}, {b: token_positions(lb.layout, b, keys[b][it["tag_id"]][cond])},
+                               layers=layers)
+                         for b in items for it in items[b] if len(keys[b][it["tag_id"]][cond])]  # fmt: skip
+                with knockout(model, edges):
+                    cut = log_softmax(model, model_inputs)
                 for b in items:
                     for it in items[b]:
                         k = keys[b][it["tag_id"]]
-                        after = logprob(cut, ids, b, it["item"]) if k[cond] else float("nan")
+                        after = logprob(cut, ids, b, it["item"]) if len(k[cond]) else float("nan")
                         before = base[(b, it["tag_id"])]
                         rows.append({"scene": scene_ids[b], "tag_id": it["tag_id"], "scope": scope,
                                      "window": window, "condition": cond, "n_keys": len(k[cond]),
@@ -242,19 +274,18 @@ def qa_knockout(
 ) -> pd.DataFrame:  # type: ignore[type-arg]
     questions = [(b, t) for b, tagged in enumerate(batch) for t in tagged.tagset]
     prompts = [build_prompt(processor, QA_TEMPLATE.format(label=t.label)) for _, t in questions]
-    inputs = prepare_inputs(processor, [batch[b].image for b, _ in questions], prompts)
+    images = [batch[b].image for b, _ in questions]
+    inputs = prepare_inputs(processor, images, prompts)
+    layout = ImageLayout.from_inputs(processor, inputs, images=images)  # question q: image q
     ids = inputs["input_ids"]
     digits = digit_token_filter(processor.tokenizer)
     model_inputs = to_model(model, inputs)
     length = ids.shape[1]
 
     def answers(edges: list[Edges] | None) -> list[str]:
-        with torch.no_grad():
-            if edges is None:
-                out = model.generate(**model_inputs, max_new_tokens=6, do_sample=False)
-            else:
-                with knockout(model, edges):
-                    out = model.generate(**model_inputs, max_new_tokens=6, do_sample=False)
+        cut = knockout(model, edges) if edges is not None else contextlib.nullcontext()
+        with torch.no_grad(), cut:
+            out = model.generate(**model_inputs, max_new_tokens=6, do_sample=False)
         return processor.tokenizer.batch_decode(out[:, length:], skip_special_tokens=True)
 
     plain = answers(None)
@@ -263,13 +294,13 @@ def qa_knockout(
         for cond in CONDITIONS if layers else ("none",):
             if layers:
                 edges = [Edges({q: [p for p in range(length) if digits(int(ids[q, p]))]},
-                               {q: keys[b][t.id][cond]}, layers=layers)
-                         for q, (b, t) in enumerate(questions) if keys[b][t.id][cond]]  # fmt: skip
+                               {q: token_positions(layout, q, keys[b][t.id][cond])}, layers=layers)
+                         for q, (b, t) in enumerate(questions) if len(keys[b][t.id][cond])]  # fmt: skip
                 said = answers(edges)
             else:
                 said = plain
             for q, (b, t) in enumerate(questions):
-                defined = not layers or bool(keys[b][t.id][cond])  # no key set: NaN, not a score
+                defined = not layers or bool(len(keys[b][t.id][cond]))  # no key set: NaN, not 0
                 correct = float(answer_correct("what_is_tagged", said[q], t.category))
                 rows.append({"scene": scene_ids[b], "tag_id": t.id, "window": window, "condition": cond,
                              "answer": said[q].strip(), "truth": t.category,
@@ -290,47 +321,36 @@ def patching(
     model: Any,
     processor: Any,
     scenes: list[Any],
+    tagged: list[Any],
+    lb: ListingBatch,
+    keys: list[dict],  # type: ignore[type-arg]
     scene_ids: list[int],
     n_layers: int,
     rng: np.random.Generator,
 ) -> pd.DataFrame:
-    clean_t, corrupt_t, picks = [], [], []
-    for scene in scenes:
-        tagged = tag_scene(scene)
-        tag = list(tagged.tagset)[int(rng.integers(len(tagged.tagset)))]
+    corrupt_t, picks = [], []
+    for scene, image, lines in zip(scenes, tagged, lb.items, strict=True):
+        tag = image.tagset[lines[int(rng.integers(len(lines)))]["tag_id"]]
         present = {o.colour for o in scene.objects}
         options = [c for c in scene.config.colours if c not in present]
         new = options[int(rng.integers(len(options)))]
-        clean_t.append(tagged)
         corrupt_t.append(tag_scene(recoloured(scene, int(tag.source_index), new)))
         picks.append((tag, new))
-    answers = [listing_answer(t.tagset) for t in clean_t]
-    full = [build_prompt(processor, LISTING_QUESTION, answer=a) for a in answers]
-    clean = prepare_inputs(processor, [t.image for t in clean_t], full)
-    corrupt = prepare_inputs(processor, [t.image for t in corrupt_t], full)
-    prefix = prepare_inputs(
-        processor,
-        [t.image for t in clean_t],
-        [build_prompt(processor, LISTING_QUESTION)] * len(scenes),
-    )
-    ids = clean["input_ids"]
-    layout = ImageLayout.from_inputs(processor, clean, images=[t.image for t in clean_t])
+    texts = [
+        build_prompt(processor, LISTING_QUESTION, answer=listing_answer(t.tagset))
+        for t in corrupt_t
+    ]
+    corrupt = prepare_inputs(processor, [t.image for t in corrupt_t], texts)  # the clean answers
+    ids = lb.inputs["input_ids"]
     targets = []
     for b, (tag, new) in enumerate(picks):
-        start = int((~clean["attention_mask"][b].bool()).sum()) + int(
-            prefix["attention_mask"][b].sum()
-        )
-        item = next(
-            it for it in listing_items(processor.tokenizer, ids[b], start) if it["tag_id"] == tag.id
-        )
+        item = next(it for it in lb.items[b] if it["tag_id"] == tag.id)
         colour_pos = item["item"][0]
         new_id = processor.tokenizer.convert_tokens_to_ids("▁" + new)
         if new_id is None or new_id == processor.tokenizer.unk_token_id:
             new_id = -1  # the new colour is not one token: no difference to read (NaN)
-        touched = layout.patch_positions(image=b)[
-            np.flatnonzero(layout.mask_to_patches(tag.mask, image=b).ravel() > 0)
-        ]
-        targets.append((colour_pos, int(ids[b, colour_pos]), new_id, touched.tolist()))
+        touched = token_positions(lb.layout, b, keys[b][tag.id]["touched"])
+        targets.append((colour_pos, int(ids[b, colour_pos]), new_id, touched))
     positions = {b: t[3] for b, t in enumerate(targets)}
 
     def diff(logits: torch.Tensor, b: int) -> float:
@@ -342,7 +362,7 @@ def patching(
 
     with torch.no_grad():
         with Recorder(model, queries=positions, attention=False) as rec:
-            clean_logits = model(**to_model(model, clean)).logits
+            clean_logits = model(**to_model(model, lb.inputs)).logits
         corrupt_inputs = to_model(model, corrupt)
         corrupt_logits = model(**corrupt_inputs).logits
         patched = {}
@@ -487,40 +507,32 @@ def run(args: argparse.Namespace) -> int:
             batch = tagged[start : start + args.batch_size]
             batch_ids = ids[start : start + args.batch_size]
             rng = np.random.default_rng([args.seed, start])
-            inputs = prepare_inputs(
-                processor,
-                [t.image for t in batch],
-                [build_prompt(processor, LISTING_QUESTION)] * len(batch),
-            )
-            layout = ImageLayout.from_inputs(processor, inputs, images=[t.image for t in batch])
-            keys = [key_sets(layout, t, b, rng) for b, t in enumerate(batch)]
-            parts_l.append(listing_knockout(model, processor, batch, keys, batch_ids, n_layers))
+            lb = listing_batch(processor, batch)
+            keys = [key_sets(lb.layout, t, b, rng) for b, t in enumerate(batch)]
+            parts_l.append(listing_knockout(model, lb, keys, batch_ids, n_layers))
             if not args.no_qa:
                 parts_q.append(qa_knockout(model, processor, batch, keys, batch_ids, n_layers))
             if not args.no_patching:
                 sc = [s for _, s in scenes[start : start + args.batch_size]]
+                patch_rng = np.random.default_rng([args.seed, 7, start])
                 parts_p.append(
-                    patching(
-                        model,
-                        processor,
-                        sc,
-                        batch_ids,
-                        n_layers,
-                        np.random.default_rng([args.seed, 7, start]),
-                    )
+                    patching(model, processor, sc, batch, lb, keys, batch_ids, n_layers, patch_rng)
                 )
         listing[name] = pd.concat(parts_l, ignore_index=True)
         if parts_q:
             qa[name] = pd.concat(parts_q, ignore_index=True)
         if parts_p:
             patch[name] = pd.concat(parts_p, ignore_index=True)
-        print(f"{name}: {len(listing[name]) // (6 * (n_layers + 1))} listing items, "
+        per_item = 2 * len(CONDITIONS) * (n_layers + 1)  # scopes × conditions × windows
+        print(f"{name}: {len(listing[name]) // per_item} listing items, "
               f"{time.perf_counter() - started:.0f} s so far")  # fmt: skip
         del model
     summary = pd.concat([summarise(listing, "drop", ["scope", "window", "condition"], args),
                          *([summarise({k: v.assign(scope="tag") for k, v in qa.items()}, "correct",
                                       ["scope", "window", "condition"], args)] if qa else [])],
                         ignore_index=True)  # fmt: skip
+    # chance of a tag-QA answer: naming one of the world's categories at random; a drop has none
+    summary["chance"] = np.where(summary["metric"] == "correct", 1 / len(cfg.categories), np.nan)
     comp = comparisons(listing, args)
     patch_summary = summarise(patch, "restored", ["layer"], args) if patch else None
     out = args.out

@@ -34,7 +34,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,6 +46,7 @@ from somprobe.capture.recorder import (
     _normalise,
     _positions,
     _query_positions,
+    check_reached,
     hook_passes,
     unhook,
 )
@@ -86,7 +87,6 @@ class _Plan:
     predicate: Callable[[int], bool] | None
     generated: bool
     keys: dict[int | None, set[int]] | None  # None: the image tokens
-    reached: dict[int, set[int]] = field(default_factory=dict)  # batch: query positions met
 
 
 def _key_positions(keys: Any) -> dict[int | None, set[int]] | None:
@@ -149,7 +149,6 @@ class Knockout:
 
     def __init__(self, model: torch.nn.Module, edges: Edges | Sequence[Edges]) -> None:
         self.adapter = adapter_for(model)
-        self.model = model
         given = (
             [edges]
             if isinstance(edges, Edges)
@@ -169,7 +168,6 @@ class Knockout:
         self._entered = False
         self._ids: Tensor | None = None
         self._image: dict[int, list[int]] = {}
-        self._prompt_length = 0
         self._seen: dict[int, int] = {}
         self._cuts: dict[int, Tensor] = {}  # layer: [batch, heads or 1, q, k] bool, this pass
 
@@ -211,22 +209,8 @@ class Knockout:
 
     def _check_reached(self) -> None:
         for plan in self.plans:
-            if plan.positions is None:
-                continue
-            for b_key, wanted in plan.positions.items():
-                batches = [b_key] if b_key is not None else list(self._seen)
-                for b in batches:
-                    if b not in self._seen:
-                        raise CaptureError(
-                            f"knockout names sequence {b}, but the batch has {len(self._seen)} "
-                            f"sequence(s)"
-                        )
-                    outside = sorted(p for p in wanted if p >= self._seen[b])
-                    if outside:
-                        raise CaptureError(
-                            f"knockout query position(s) {outside[:10]} of sequence {b} lie past "
-                            f"the sequence (length {self._seen[b]})"
-                        )
+            if plan.positions is not None:
+                check_reached(plan.positions, self._seen)
 
     # -- per pass ----------------------------------------------------------------------------
     def _on_embeddings(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
@@ -246,7 +230,6 @@ class Knockout:
             ids = None
         id_lists = ids.tolist() if ids is not None else None
         if offset == 0:
-            self._prompt_length = q_len
             self._find_image(id_lists, batch)
         k_len = offset + q_len
         for b in range(batch):
@@ -256,8 +239,8 @@ class Knockout:
             cut = self._plan_cut(plan, id_lists, batch, q_len, offset, embeds.device)
             if cut is None:
                 continue
+            full = cut if plan.all_heads else self._per_head(cut, plan.heads)
             for layer in plan.layers:
-                full = cut if plan.all_heads else self._per_head(cut, plan.heads)
                 prev = self._cuts.get(layer)
                 self._cuts[layer] = full if prev is None else (prev | full)
 
@@ -319,7 +302,6 @@ class Knockout:
                     cut[b, 0, i, cols] = True
                     any_cut = True
                     self.knocked.append((b, offset + i))
-                    plan.reached.setdefault(b, set()).add(offset + i)
         return cut.to(device) if any_cut else None
 
     @staticmethod

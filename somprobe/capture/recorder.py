@@ -242,6 +242,34 @@ def ensure_not_recording(model: torch.nn.Module) -> None:
             raise CaptureError(_NESTED)
 
 
+def check_reached(positions: Mapping[int | None, set[int]], seen: Mapping[int, int]) -> None:
+    """Every explicitly named query position was in a sequence the run had.
+
+    ``positions`` maps a sequence (None: every one) to positions; ``seen`` each sequence
+    to the length the run reached.
+
+    Raises:
+        CaptureError: a sequence the batch does not have, or positions past its end.
+    """
+    absent = [b for b in sorted(b for b in positions if b is not None) if b not in seen]
+    if absent and seen:
+        raise CaptureError(
+            f"query sequence {absent[0]} does not exist: the batch has "
+            f"{len(seen)} sequence(s) (0..{len(seen) - 1})"
+        )
+    missing = []
+    for b_key, wanted in positions.items():
+        for b in [b_key] if b_key is not None else list(seen):
+            length = seen.get(b, 0)
+            missing += [(b, p) for p in sorted(wanted) if p >= length or p < 0]
+    if missing:
+        raise CaptureError(
+            f"query position(s) {missing[:10]} (batch, position) lie past the "
+            f"sequence (length {max(seen.values(), default=0)}); "
+            "positions are indices into the padded input_ids"
+        )
+
+
 def hook_passes(
     adapter: Any, handles: list[Any], on_ids: Callable[..., None], on_pass: Callable[..., None]
 ) -> Any:
@@ -627,25 +655,7 @@ class Recorder:
     # -- assembling the trace ------------------------------------------------------------------
     def _finish(self) -> None:
         if self._positions is not None:
-            absent = sorted(b for b in self._positions if b is not None)
-            absent = [b for b in absent if b not in self._seen_positions]
-            if absent and self._seen_positions:
-                raise CaptureError(
-                    f"query sequence {absent[0]} does not exist: the batch has "
-                    f"{len(self._seen_positions)} sequence(s) (0..{len(self._seen_positions) - 1})"
-                )
-            missing = []
-            for b_key, wanted in self._positions.items():
-                batches = [b_key] if b_key is not None else list(self._seen_positions)
-                for b in batches:
-                    seen = self._seen_positions.get(b, 0)
-                    missing += [(b, p) for p in sorted(wanted) if p >= seen or p < 0]
-            if missing:
-                raise CaptureError(
-                    f"query position(s) {missing[:10]} (batch, position) lie past the "
-                    f"sequence (length {max(self._seen_positions.values(), default=0)}); "
-                    "positions are indices into the padded input_ids"
-                )
+            check_reached(self._positions, self._seen_positions)
         # one device-to-host copy per group and kind; rows are split on the host, and each
         # group's per-layer tensors are let go as soon as they are copied
         groups, self._all_groups = self._all_groups, []

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from somprobe_testing import bad_job_run, load_experiment
+
+from somprobe.data.toyworld import world
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,6 +29,9 @@ def test_causal_job_writes_every_arm_window_and_condition(tmp_path: Path) -> Non
     assert set(drops["model"]) == shipped
     assert set(drops["condition"]) == {"object", "mark", "random"}
     assert set(drops["window"]) == {"L0", "L1", "L2", "L3", "all"}
+    assert drops["chance"].isna().all()
+    categories = world(json.loads((out / "summary.json").read_text())["world"]).categories
+    assert (summary[summary["metric"] == "correct"]["chance"] == 1 / len(categories)).all()
     listing = pd.read_csv(out / "listing_som.csv")
     # the random set is size-matched to the object set, item by item
     assert set(listing["scope"]) == {"tag", "line"}
