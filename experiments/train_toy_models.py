@@ -282,14 +282,14 @@ def stage2(
     args: argparse.Namespace, seed: int, arm: str, files: dict[str, Path], data: Path
 ) -> dict[str, Any]:
     """Train one arm from its seed's stage 1; score it; return its record."""
+    folder = args.work / f"seed{seed}" / arm
+    done = folder / "scores.json"
+    if done.is_file():  # trained and scored already (e.g. by a parallel child)
+        return dict(json.loads(done.read_text()))
     start = args.work / f"seed{seed}" / "stage1"
     gate = json.loads((start / "gate.json").read_text())
-    folder = args.work / f"seed{seed}" / arm
     records = len(json.loads(files[arm].read_text()))
     steps = math.ceil(records / args.batch_size)
-    done = folder / "scores.json"
-    if done.is_file():
-        return dict(json.loads(done.read_text()))
     _, processor = load_model(start)
     eval_dir = data / "eval"
 
@@ -312,7 +312,7 @@ def stage2(
     record = {
         "seed": seed, "arm": arm, "records": records, "steps": result.global_step,
         "stage1_steps": gate["step"], "stage1_seconds": gate["seconds"],
-        "stage1_gate": gate,
+        "stage1_gate": gate, "final_eval_samples": args.final_eval_samples,
         "stage2_seconds": round(seconds, 1), "seconds_per_step": result.seconds_per_step,
         "final_loss": result.last_loss, "instruction_digest": instruction_digest(files[arm]),
         "hyperparameters": result.hyperparameters, "held_out": final.to_dict("records"),
@@ -389,8 +389,8 @@ def train(args: argparse.Namespace, argv: Sequence[str]) -> list[dict[str, Any]]
         for arm in args.arms:
             records.append(stage2(args, seed, arm, files, data))
         if seed == 0:
-            for arm in args.arms:
-                ship(args, arm, records[-len(args.arms) + args.arms.index(arm)], data)
+            for arm, record in zip(args.arms, records[-len(args.arms) :], strict=True):
+                ship(args, arm, record, data)
     write_results(args)
     return records
 
@@ -510,7 +510,7 @@ images, patch {shape["patch_size"]}) trained from random weights on somprobe's t
 - Batch {card["hyperparameters"]["global_batch_size"]}, AdamW lr {card["hyperparameters"]["learning_rate"]}
   (warmup, constant through stage 1, cosine to 0.1× through stage 2), each answer turn
   weighted equally in the loss.
-- **Held-out scores** (greedy decoding; up to {card.get("final_eval_samples", "")} records per eval file):
+- **Held-out scores** (greedy decoding; up to {card["final_eval_samples"]} records per eval file):
 
 | task | setting | metric | value | n |
 |---|---|---|---|---|

@@ -75,3 +75,14 @@ def bad_job_run(name: str, tmp_path: Path, capsys: Any, extra: list[str], *more:
     assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists() and not (tmp_path / "f").exists()
     return err
+
+
+class Pieces:
+    """A tokenizer stand-in: id i decodes to ``pieces[i]`` (to split text as we like)."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        self.pieces = pieces
+        self.vocab_size = len(pieces)
+
+    def decode(self, ids: list[int], **kwargs: Any) -> str:
+        return "".join(self.pieces[i] for i in ids)

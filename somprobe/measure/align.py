@@ -168,7 +168,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
 )
 #: Parts whose mass-weighted lift the aggregates report (``lift_<part>_weighted``).
 WEIGHTED_PARTS: tuple[str, ...] = ("object", "object_markfree", "mark")
-_OWN_PARTS: tuple[str, ...] = ("object", "object_markfree", "mark")
+_OWN_PARTS = WEIGHTED_PARTS  # the tag's own parts (the same three)
 # scores that describe the tag's own region; NaN for a tag that is not on the image
 _OWN_REGION_COLUMNS: tuple[str, ...] = (
     *(f"{kind}_{p}" for kind in ("mass", "image_share", "area", "lift") for p in _OWN_PARTS),
@@ -326,8 +326,12 @@ def region_maps(
     tagset: TagSet,
     tag_id: int,
     to_patches: Callable[[Bool[np.ndarray, "h w"]], Float[np.ndarray, "rows cols"]],
+    marks: Float[np.ndarray, "rows cols"] | None = None,
 ) -> RegionMaps:
     """Coverage maps of one tag's parts, through ``to_patches`` (a layout's mask→patches).
+
+    ``marks``: the coverage of every tag's mark (``to_patches(mark_pixel_mask(tagset))``),
+    the same for all tags of an image; computed here when not given.
 
     Example:
         >>> maps = region_maps(tagset, 3, lambda m: layout.mask_to_patches(m, 0))
@@ -335,7 +339,9 @@ def region_maps(
     """
     masks = region_pixel_masks(tagset, tag_id)
     parts = {k: to_patches(v) for k, v in masks.items()}
-    return RegionMaps.from_parts(**parts, marks=to_patches(mark_pixel_mask(tagset)))
+    if marks is None:
+        marks = to_patches(mark_pixel_mask(tagset))
+    return RegionMaps.from_parts(**parts, marks=marks)
 
 
 def mark_pixel_mask(tagset: TagSet) -> Bool[np.ndarray, "h w"]:
@@ -496,12 +502,7 @@ def score_maps(
     else:
         mass_text = _check_lead(text_mass, lead, "text_mass")
 
-    tcov = {
-        "object_markfree": cover_by["object_markfree"],
-        "object": cover_by["object"],
-        "mark": cover_by["mark"],
-        "object+mark": cover_by["object"] + cover_by["mark"],
-    }[target]
+    tcov = cover_by["object"] + cover_by["mark"] if target == "object+mark" else cover_by[target]
     in_target = tcov >= hit_threshold - 1e-9  # (P,)
     pos = in_target & keep
     n_pos = pos.sum(axis=-1)
@@ -522,7 +523,7 @@ def score_maps(
         ranks = rankdata(scores, axis=-1) if scores.size else scores
         rank_sum = np.where(pos, ranks, 0.0).sum(axis=-1) - (n_patch - n_kept) * n_pos
         auroc = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-        auroc_defined = (n_pos > 0) & (n_neg > 0)
+        auroc_defined = defined & (n_neg > 0)
         auroc = np.where(auroc_defined, auroc, np.nan)
 
         # chance: a uniformly random ranking of the kept patches
@@ -873,10 +874,11 @@ def score_alignment(
         def to_patches(mask: np.ndarray, _image: int = image) -> np.ndarray:
             return _to_numpy(layout.mask_to_patches(mask, _image))
 
+        marks = to_patches(mark_pixel_mask(ts))  # every tag's mark: once per image
         for i, (att, extra, text) in zip(idx, rows_att, strict=True):
             tag_id = int(m.at[i, "tag_id"])
             if tag_id not in cache:
-                cache[tag_id] = region_maps(ts, tag_id, to_patches)
+                cache[tag_id] = region_maps(ts, tag_id, to_patches, marks)
             scores = score_maps(
                 att, cache[tag_id], k=k, hit_threshold=hit_threshold, target=target,
                 exclude=None if exclude is None else exclude[:, None],

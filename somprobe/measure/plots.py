@@ -160,6 +160,8 @@ def plot_layer_curves(
     metrics = list(metrics)
     if not metrics:
         raise InputError("give at least one metric to plot (a score column)")
+    if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1):
+        raise InputError(f"ncols must be a positive integer, got {ncols!r}")
     if absolute:
         metrics = _with_absolute(metrics)
     chance = _chance_columns(chance_lines, metrics, list(per_mention.values()))
@@ -175,8 +177,6 @@ def plot_layer_curves(
     models = list(per_mention)
     palette = dict(zip(models, sns.color_palette(n_colors=len(models)), strict=True))
     sns.set_theme(style="whitegrid", context="notebook")
-    if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1):
-        raise InputError(f"ncols must be a positive integer, got {ncols!r}")
     cols = min(len(metrics), ncols or 3)
     n_rows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.6 * n_rows), squeeze=False)

@@ -305,8 +305,7 @@ def listing_alignment(
     if mode not in ("teacher_forced", "generated"):
         raise InputError(f"mode must be 'teacher_forced' or 'generated', got {mode!r}")
     tagged = _check_tagged(tagged)
-    _positive(k, "k")
-    check_options(hit_threshold=hit_threshold, target=target, mark_free_max=mark_free_max)
+    check_options(k=k, hit_threshold=hit_threshold, target=target, mark_free_max=mark_free_max)
     _positive(batch_size, "batch_size")
     if mode == "generated":
         _positive(max_new_tokens, "max_new_tokens")

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from somprobe_testing import Pieces
 
 from somprobe.errors import (
     DataFormatError,
@@ -146,17 +147,6 @@ def _one_object_image() -> ProbeDataset:
         }
     )
     return build_probe_dataset(Stub(), mentions, [tagset] * (IMAGES + 1))
-
-
-class Pieces:
-    """A tokenizer stand-in: id i decodes to ``pieces[i]``."""
-
-    def __init__(self, pieces: list[str]) -> None:
-        self.pieces = pieces
-        self.vocab_size = len(pieces)
-
-    def decode(self, ids: list[int], **kwargs: Any) -> str:
-        return "".join(self.pieces[i] for i in ids)
 
 
 LISTING = Pieces(["1", ".", " red", "\n", "2", ".", " blue"])

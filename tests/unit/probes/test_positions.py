@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from somprobe_testing import Pieces
 
 from somprobe.errors import TagMentionError
 from somprobe.measure import find_tag_mentions
@@ -48,17 +49,6 @@ def test_number_dot_and_attribute_tokens_on_the_tiny_tokenizer(tiny_tokenizer: A
     assert (out["position_dot"] == out["position_number"] + 1).all()
     assert out["token_dot"].tolist() == ["."] * 3
     assert [t.strip() for t in out["token_attribute"]] == ["green", "cyan", "red"]
-
-
-class Pieces:
-    """A tokenizer stand-in: id i decodes to ``pieces[i]`` (to split text as we like)."""
-
-    def __init__(self, pieces: list[str]) -> None:
-        self.pieces = pieces
-        self.vocab_size = len(pieces)
-
-    def decode(self, ids: list[int], **kwargs: Any) -> str:
-        return "".join(self.pieces[i] for i in ids)
 
 
 def _positions(pieces: list[str]) -> pd.DataFrame:
