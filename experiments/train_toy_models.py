@@ -3,8 +3,14 @@
 World ``v2`` (objects 2.4–3.7 patches across, a 9 px mark covering under 10 % of its
 object on average; see ``somprobe.data.toyworld.coverage``). Per training seed:
 
-1. **Stage 1** (shared by the arms of that seed): a tiny LLaVA (vision 4×128, text 4×224,
-   112 px, patch 14; ~4.6M parameters) from random weights on untagged instruction data
+0. **Vision warm-up** (``--vision-steps``, the toy stand-in for CLIP's pretraining): the
+   vision tower of a tiny LLaVA (vision 4×128, text 4×224, 112 px, patch 14; ~4.6M
+   parameters; random weights) alone learns to name the shape and colour of the object
+   under each patch (``somprobe.finetune.vision_warmup``); without it, shape was still at
+   chance after 750 instruction steps.
+1. **Stage 1** (shared by the arms of that seed): the projector and language model (the
+   warmed vision tower stays frozen here and in stage 2, as LLaVA keeps CLIP frozen) on
+   untagged instruction data
    (captions, colour, shape, count, existence) and digit reading, warmup then a constant
    learning rate, until the **gate** holds on a separate validation split: untagged
    colour and shape accuracy ≥ ``--gate`` (checked every ``--gate-every`` steps). A run
@@ -59,6 +65,7 @@ from somprobe.data.toyworld.dataset import write_eval_split
 from somprobe.errors import SomprobeError
 from somprobe.evals import evaluate
 from somprobe.finetune import PeriodicEval, finetune
+from somprobe.finetune.vision_warmup import load_warmup_result, warmup_vision
 from somprobe.io import atomic_write
 from somprobe.measure import save_figure
 from somprobe.models import build_tiny_llava, load_model
@@ -89,7 +96,7 @@ KEEP = {
     ("instruct", "colour", "accuracy"),
     ("instruct", "shape", "accuracy"),
 }
-SMOKE = {"stage1_records": 320, "instruct_records": 320, "eval_scenes": 12, "gate_scenes": 10,
+SMOKE = {"vision_steps": 3, "stage1_records": 320, "instruct_records": 320, "eval_scenes": 12, "gate_scenes": 10,
          "stage1_max_steps": 8, "gate_every": 4, "gate": 0.0, "eval_every": 10,
          "eval_samples": 6, "final_eval_samples": 6}  # fmt: skip
 log = logging.getLogger("train_toy_models")
@@ -118,6 +125,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gate-every", type=int, default=250)
     p.add_argument("--continue-below-gate", action="store_true",
                    help="train stage 2 even when stage 1 missed the gate (recorded in the cards)")  # fmt: skip
+    p.add_argument("--vision-steps", type=int, default=400,
+                   help="vision warm-up steps before stage 1 (0: none)")  # fmt: skip
     p.add_argument("--stage1-max-steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -145,7 +154,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ("--gate-every", args.gate_every, 1), ("--stage1-max-steps", args.stage1_max_steps, 1),
         ("--batch-size", args.batch_size, 1), ("--eval-every", args.eval_every, 1),
         ("--eval-samples", args.eval_samples, 1), ("--final-eval-samples", args.final_eval_samples, 1),
-        ("--warmup", args.warmup, 0),
+        ("--warmup", args.warmup, 0), ("--vision-steps", args.vision_steps, 0),
     ):  # fmt: skip
         if value < low:
             p.error(f"{flag} must be ≥ {low}, got {value}")
@@ -225,10 +234,32 @@ def base_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "preset": "toy", "global_batch_size": args.batch_size,
         "per_device_batch_size": args.batch_size, "learning_rate": args.lr,
-        "order": "sequential", "loss": "turn", "trainable": "all",
+        "order": "sequential", "loss": "turn",
+        # a warmed vision tower stays frozen, as LLaVA keeps CLIP frozen: trained on by the
+        # language loss at this learning rate it lost its shape information within 600 steps
+        "trainable": "projector+lm" if args.vision_steps else "all",
         "bf16": device(args) == "cuda", "save_steps": 200,  # a kill loses ≤ 200 steps
         "logging_steps": 25, "progress": not args.no_progress,
     }  # fmt: skip
+
+
+def vision_stage(args: argparse.Namespace, seed: int) -> Path:
+    """The random init of ``seed`` and, with --vision-steps, its vision warm-up; returns
+    the model stage 1 starts from."""
+    init = args.work / f"seed{seed}" / "init"
+    if not (init / "config.json").is_file():
+        build_tiny_llava(init, seed=seed, **MODEL_SHAPE)
+    if not args.vision_steps:
+        return init
+    warm = args.work / f"seed{seed}" / f"vision{args.vision_steps}"
+    if not (warm / "vision_warmup.json").is_file():
+        result = warmup_vision(init, warm, world(WORLD), steps=args.vision_steps,
+                               world_seed=args.world_seed, seed=seed,
+                               eval_scenes=20 if args.smoke else 200,
+                               progress=not args.no_progress)  # fmt: skip
+        log.info("seed %d: vision warm-up, %d steps, held-out shape %.3f colour %.3f",
+                 seed, args.vision_steps, result.shape_accuracy, result.colour_accuracy)  # fmt: skip
+    return warm
 
 
 def stage1(args: argparse.Namespace, seed: int, files: dict[str, Path], data: Path) -> Path:
@@ -239,9 +270,7 @@ def stage1(args: argparse.Namespace, seed: int, files: dict[str, Path], data: Pa
         json.loads(gate_file.read_text())["passed"] or args.continue_below_gate
     ):
         return folder
-    init = args.work / f"seed{seed}" / "init"
-    if not (init / "config.json").is_file():
-        build_tiny_llava(init, seed=seed, **MODEL_SHAPE)
+    init = vision_stage(args, seed)
     _, processor = load_model(init)
     gate_dir = args.work / "gate"
 
@@ -263,7 +292,12 @@ def stage1(args: argparse.Namespace, seed: int, files: dict[str, Path], data: Pa
     rows = [r for r in periodic.rows if r["step"] == result.global_step] or periodic.rows[-1:]
     metrics = {r["metric"]: r["value"] for r in rows}
     ok = passed(metrics)
+    vision = load_warmup_result(init) if args.vision_steps else None
     record = {"passed": ok, "step": result.global_step, "gate": args.gate, "metrics": metrics,
+              "vision_warmup": None if vision is None else {
+                  "steps": vision.steps, "shape_accuracy": vision.shape_accuracy,
+                  "colour_accuracy": vision.colour_accuracy, "objects": vision.objects,
+                  "seconds": vision.seconds},
               "seconds": round(time.perf_counter() - t0, 1), "max_steps": args.stage1_max_steps}  # fmt: skip
     common.write_json(record, gate_file)
     if not ok and args.continue_below_gate:
@@ -487,6 +521,24 @@ def gate_text(gate: dict[str, Any]) -> str:
     return f"**missed** at the step limit {gate['step']} ({measured}); stage 2 ran anyway (--continue-below-gate)"
 
 
+def frozen_text(card: dict[str, Any]) -> str:
+    if card["hyperparameters"].get("trainable") == "projector+lm":
+        return "projector and language model trained, vision tower frozen in both stages"
+    return "every part trained"
+
+
+def vision_text(gate: dict[str, Any]) -> str:
+    v = gate.get("vision_warmup")
+    if not v:
+        return "none (--vision-steps 0)"
+    return (
+        f"{v['steps']} steps training the vision tower alone to name the shape and colour "
+        f"of the object under each patch of untagged scenes (held-out per-object shape "
+        f"{v['shape_accuracy']:.3f}, colour {v['colour_accuracy']:.3f}, {v['objects']} objects; "
+        f"{v['seconds']:.0f} s)"
+    )
+
+
 def write_card(dest: Path, card: dict[str, Any]) -> None:
     rows = "\n".join(
         f"| {r['task']} | {r['setting']} | {r['metric']} | {r['value']:.3f} | {r['n']} |"
@@ -500,7 +552,8 @@ A tiny LLaVA ({shape["vision_layers"]}×{shape["vision_width"]} CLIP vision towe
 images, patch {shape["patch_size"]}) trained from random weights on somprobe's toy world
 `{card["world"]}` by `experiments/train_toy_models.py` (training seed {card["seed"]}).
 
-- **Stage 1** (shared by the three arms of this seed): {card["stage1_steps"]} steps on
+- **Vision warm-up** (the stand-in for CLIP's pretraining): {vision_text(card["stage1_gate"])}.
+- **Stage 1** (shared by the three arms of this seed; {frozen_text(card)}): {card["stage1_steps"]} steps on
   untagged instruction data and digit reading ({card["stage1_seconds"]:.0f} s); gate:
   untagged colour and shape accuracy ≥ {card["gate"]} on a validation split —
   {gate_text(card["stage1_gate"])}.

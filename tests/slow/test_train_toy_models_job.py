@@ -40,6 +40,8 @@ def test_smoke_run_trains_three_matched_arms_and_ships_seed_zero(
     assert steps == {"baseline": 10, "som": 13, "control": 13}  # 320 and 320 + 80 records
     gate = json.loads((work / "seed0" / "stage1" / "gate.json").read_text())
     assert gate["passed"] and gate["step"] == 4
+    assert gate["vision_warmup"]["steps"] == 3 and gate["vision_warmup"]["objects"] > 0
+    assert "Vision warm-up" in (out / "toy-som" / "README.md").read_text()
     results = pd.read_csv(out / "toy_arms_results.csv")
     assert set(results["arm"]) == {"baseline", "som", "control"} and set(results["seed"]) == {0}
     curve = pd.read_csv(out / "toy_training_curve.csv")
