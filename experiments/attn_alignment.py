@@ -303,15 +303,15 @@ def run(args: argparse.Namespace) -> int:
         figure_layer = int(pooled.groupby("layer")["image_share_object_markfree"].mean().idxmax())
         summary["figure_layer"] = figure_layer
         item = tagged[0]
-        maps, layout = {}, None
-        for name, (model, processor) in models.items():
-            maps[name], layout = tag_attention_maps(
+        maps, layouts = {}, {}
+        for name, (model, processor) in models.items():  # each model's own image tokens
+            maps[name], layouts[name] = tag_attention_maps(
                 model, processor, item, figure_layer, question=DEFAULT_QUESTION, describer=describer
             )
         fig = plot_top_patches(
             item.image,
             maps,
-            layout,
+            layouts,
             item.tagset,
             k=args.k,
             title=f"Top-{args.k} patches per tag token, layer {figure_layer} (heads averaged)",

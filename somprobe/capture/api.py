@@ -33,7 +33,7 @@ from torch import Tensor
 from somprobe.capture.recorder import QuerySpec, Recorder, _as_index, ensure_not_recording
 from somprobe.capture.trace import Trace
 from somprobe.errors import CaptureError, InputError
-from somprobe.models.adapters import adapter_for
+from somprobe.models.adapters import adapter_for, check_inputs
 from somprobe.models.inputs import to_model
 
 Backend = Literal["native", "nnsight", "transformer_lens"]
@@ -66,7 +66,7 @@ def capture(
     """Capture attention rows and hidden states with the chosen backend.
 
     Args:
-        model: a ``LlavaForConditionalGeneration``.
+        model: a supported model (LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / Qwen2.5-VL).
         inputs: the processor's output (``input_ids``, ``attention_mask``, ``pixel_values``).
         backend: "native", "nnsight" or "transformer_lens".
         queries: positions (list, or ``{batch: [positions]}``), ``"generated"``, or a
@@ -78,7 +78,8 @@ def capture(
 
     Raises:
         InputError: an unknown backend, inputs that are not the processor's output (no
-            ``input_ids``, ids that are not integer token ids of this model), a bad
+            ``input_ids``, ids that are not integer token ids of this model, image inputs
+            made by another model family's processor), a bad
             ``max_new_tokens``, or generation options without generation.
         CaptureError: a query spec that can select nothing in a forward pass, bad layers,
             heads or positions, a backend that is not installed, or a Recorder that is
@@ -96,6 +97,7 @@ def capture(
             "inputs need input_ids (the processor's output: input_ids, attention_mask, "
             "pixel_values)"
         )
+    check_inputs(model, inputs)
     _check_token_ids(model, inputs["input_ids"])
     new_tokens = _as_index(max_new_tokens)
     if new_tokens is None or new_tokens < 0:

@@ -343,7 +343,7 @@ class Recorder:
     """Record attention rows and hidden states of a HF LLaVA model. See module docstring.
 
     Args:
-        model: a ``LlavaForConditionalGeneration``.
+        model: a supported model (LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / Qwen2.5-VL).
         queries: which query tokens (positions, ``"generated"``, or a token-id predicate).
         layers: decoder layers to capture (default all; negative indices count from the end).
         heads: attention heads to keep (default all).

@@ -24,6 +24,7 @@ from transformers import BatchFeature
 from somprobe.capture.recorder import Recorder
 from somprobe.capture.trace import Trace
 from somprobe.errors import CaptureError, InputError
+from somprobe.models.adapters import check_processor
 from somprobe.models.inputs import build_prompt, prepare_inputs, to_model
 from somprobe.models.layout import ImageLayout
 
@@ -70,7 +71,8 @@ def teacher_force(
 
     Raises:
         InputError: lists of different lengths or none at all, a non-string question or
-            answer, an unknown ``queries``, images that are not images.
+            answer, an unknown ``queries``, images that are not images, a processor of
+            another model family than ``model``.
         CaptureError: bad layers or heads, an answer whose first token cannot be found.
     """
     images = _as_list(images, "images")
@@ -89,6 +91,7 @@ def teacher_force(
                 raise InputError(f"{what} {i} is a {type(text).__name__}; give strings")
     if not (callable(queries) or queries == "answer"):
         raise InputError(f"queries must be 'answer' or a token-id predicate, got {queries!r}")
+    check_processor(model, processor)
     full = [build_prompt(processor, q, answer=a) for q, a in zip(questions, answers, strict=True)]
     inputs = prepare_inputs(processor, images, full)
     prefixes = prepare_inputs(processor, images, [build_prompt(processor, q) for q in questions])

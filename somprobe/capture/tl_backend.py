@@ -8,6 +8,12 @@ exception. While it is built, anything that tries to install a package at run ti
 (TransformerLens may ``pip install torchvision`` when a processor fails to load) is
 refused with a :class:`BackendUnavailableError`.
 
+Families: LLaVA-1.5 and LLaVA-NeXT go through TransformerLens' own adapters (tested
+against the native Recorder). TransformerLens 4.3 has no Qwen2-VL adapter
+(:class:`~somprobe.errors.UnsupportedModelError`), and its Qwen2.5-VL adapter needs
+torchvision (:class:`BackendUnavailableError` without it); use the native or nnsight
+backend for them.
+
 The rows come from the TL hook points ``blocks.{layer}.attn.hook_pattern``
 (``[batch, head, query, key]``) and ``blocks.{layer}.hook_resid_post``. A forward pass
 runs through the bridge (``bridge(input_ids, pixel_values=..., attention_mask=...)``);
@@ -37,6 +43,13 @@ from torch import Tensor
 from somprobe.capture.collector import BackendUnavailableError, MapCollector
 from somprobe.capture.model_state import restored_afterwards
 from somprobe.capture.trace import Trace
+from somprobe.errors import UnsupportedModelError
+
+#: The model classes this backend is tested with (against the native Recorder).
+TL_TESTED = (
+    "LlavaForConditionalGeneration (LLaVA-1.5)",
+    "LlavaNextForConditionalGeneration (LLaVA-NeXT)",
+)
 
 
 def _import_bridge_builder() -> tuple[Callable[..., Any], Callable[[Any], str]]:
@@ -103,11 +116,40 @@ def refuse_runtime_installs() -> Iterator[None]:
 
 
 def build_bridge(model: torch.nn.Module) -> Any:
-    """Wrap ``model`` (in place) in a TransformerLens bridge; offline, no installs."""
+    """Wrap ``model`` (in place) in a TransformerLens bridge; offline, no installs.
+
+    Raises:
+        UnsupportedModelError: TransformerLens has no adapter for the model's architecture
+            (Qwen2-VL in TransformerLens 4.3).
+        BackendUnavailableError: its adapter needs a library that is not installed
+            (TransformerLens 4.3's Qwen2.5-VL adapter needs torchvision), or it tried to
+            install one.
+    """
     build_bridge_from_module, architecture_of = _import_bridge_builder()
     config = copy.deepcopy(model.config)
+    unsupported = UnsupportedModelError(
+        f"backend='transformer_lens': TransformerLens has no adapter for "
+        f"{type(model).__name__} (model_type={getattr(config, 'model_type', None)!r}); "
+        f"somprobe's TransformerLens backend is tested with {', '.join(TL_TESTED)}. Use "
+        "backend='native' or 'nnsight'"
+    )
+    try:
+        architecture = architecture_of(config)
+    except ValueError as err:  # no architecture TransformerLens knows
+        raise unsupported from err
     with refuse_runtime_installs():
-        return build_bridge_from_module(model, architecture_of(config), hf_config=config)
+        try:
+            return build_bridge_from_module(model, architecture, hf_config=config)
+        except ValueError as err:
+            if "Unsupported architecture" not in str(err):
+                raise
+            raise unsupported from err
+        except ImportError as err:  # an adapter's required library (torchvision, ...)
+            raise BackendUnavailableError(
+                f"backend='transformer_lens' cannot wrap a {type(model).__name__}: "
+                f"TransformerLens' adapter for {architecture} needs a library that is not "
+                f"installed ({err}). Install it, or use backend='native' or 'nnsight'"
+            ) from err
 
 
 def capture_transformer_lens(

@@ -35,6 +35,7 @@ from somprobe.errors import DataFormatError, InputError
 from somprobe.evals.listing import parse_listing, score_listing, summarize_listing
 from somprobe.evals.pope import parse_yes_no, summarize_pope
 from somprobe.evals.tag_qa import answer_correct, summarize_qa
+from somprobe.models.adapters import check_processor
 from somprobe.models.inputs import build_prompt, pad_token_id, prepare_inputs, to_model
 
 TASKS: tuple[str, ...] = ("listing", "tag_qa", "pope", "instruct")
@@ -159,7 +160,8 @@ def generate_answers(
 
     Raises:
         InputError: not one question per image, a budget or ``batch_size`` below 1, a
-            budget list of another length, or an image file that does not exist.
+            budget list of another length, an image file that does not exist, or a
+            processor of another model family than ``model``.
     """
     if len(images) != len(questions):
         raise InputError(f"{len(images)} images but {len(questions)} questions")
@@ -180,6 +182,7 @@ def generate_answers(
             raise InputError(f"image {image} does not exist")
     if not questions:
         return []
+    check_processor(model, processor)
     from tqdm import tqdm
 
     tokenizer = processor.tokenizer

@@ -34,10 +34,11 @@ column                               definition
                                      (sinks removed), split by coverage; ``<part>`` is each of
                                      object, object_markfree, mark, other, other_mark, rest
 ``mass_sink``    (absolute)          attention on the excluded (sink) patches
-``mass_image``   (absolute)          attention on all patches of the scored grid: the five
+``mass_image``   (absolute)          attention on all scored image tokens (every image
+                                     token with a box in the picture, see below): the five
                                      disjoint parts + ``mass_sink``
-``mass_image_extra`` (absolute)      attention on image tokens outside the grid (a CLS token,
-                                     other grids, row-end tokens); 0 for LLaVA-1.5
+``mass_image_extra`` (absolute)      attention on image tokens without a box (a CLS token,
+                                     LLaVA-NeXT's image-newline tokens); 0 for LLaVA-1.5
 ``mass_text``    (absolute)          attention on the non-image keys: read directly from a
                                      ``key_mode="all"`` trace, else ``1 - mass_image -
                                      mass_image_extra``; NaN when the input is not a
@@ -67,6 +68,14 @@ column                               definition
 ``mass_*`` answer "how much of this token's attention went there"; ``image_share_*`` and
 ``lift_*`` answer "given that it looked at the image, where" and can rise while the mass
 falls. Report both (the measurement rules of ``DESIGN.md``).
+
+**Which image tokens are scored.** Every image token whose box in the original picture
+the layout knows (:func:`scored_tokens`, through ``ImageLayout.token_boxes`` /
+``mask_to_tokens``): LLaVA-1.5's and Qwen2-VL's one patch grid, laid out as that
+``(rows, cols)`` grid; LLaVA-NeXT's base-image patches *and* its anyres tile patches,
+laid out as one row ``(1, tokens)`` in sequence order. A "patch" below is such a token.
+Tokens without a box (a CLS, LLaVA-NeXT's image newlines) are not scored; their
+attention is ``mass_image_extra``.
 
 **Target.** A patch is *in the target* when the target covers at least ``hit_threshold``
 of it (default 0.5). ``target="object_markfree"`` (default): the object's patches that
@@ -120,7 +129,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from scipy.special import comb
 from scipy.stats import rankdata
 
@@ -613,7 +622,9 @@ class LayoutLike(Protocol):
     The index argument is the image; a layout that also has ``images_in(batch)`` (images
     of a sequence) and ``patch_positions(image)`` (the grid's tokens, without a CLS
     token) is used through them, otherwise image ``i`` is taken to be sequence ``i``
-    and every image token to be a patch.
+    and every image token to be a patch. A layout with the per-token calls
+    ``token_boxes(image)`` and ``mask_to_tokens(mask, image)`` (and ``num_grids``) is
+    scored on every token with a box (:func:`scored_tokens`).
     """
 
     def image_token_positions(self, image: int) -> Any: ...
@@ -666,6 +677,81 @@ def _patch_positions(layout: LayoutLike, image: int) -> list[int]:
 
 
 @dataclass(frozen=True)
+class ScoredTokens:
+    """The image tokens of one image that scores see, and the map they are laid on.
+
+    With the layout's per-token calls (``token_boxes``, ``mask_to_tokens``), these are
+    every image token with a box in the picture, in sequence order (LLaVA-NeXT: the base
+    patches, then the tile patches; image-newline and CLS tokens have no box and are
+    left out). When they are exactly the layout's one patch grid (LLaVA-1.5, Qwen2-VL),
+    the map is that ``(rows, cols)`` grid, row-major; otherwise (several grids) it is
+    ``(1, tokens)``. A layout without per-token calls is scored on its one grid.
+
+    Example:
+        >>> scored = scored_tokens(layout, 0)  # doctest: +SKIP
+        >>> scored.shape, len(scored.positions)  # doctest: +SKIP
+        ((24, 24), 576)
+    """
+
+    positions: Int[np.ndarray, " tokens"]
+    shape: tuple[int, int]
+    layout: Any
+    image: int
+    boxed: Bool[np.ndarray, " image_tokens"] | None  # None: the layout's one grid
+
+    def to_map(self, mask: Bool[np.ndarray, "h w"]) -> Float[np.ndarray, "rows cols"]:
+        """Fraction of each scored token's box that ``mask`` (original pixels) covers."""
+        if self.boxed is None:
+            return _to_numpy(self.layout.mask_to_patches(mask, self.image))
+        cover = _to_numpy(self.layout.mask_to_tokens(mask, self.image))
+        return cover[self.boxed].reshape(self.shape)
+
+    def box(self, index: int, *, clip: bool = True) -> tuple[float, float, float, float]:
+        """Box ``(x0, y0, x1, y1)`` in original pixels of the map's cell ``index`` (flat)."""
+        if self.boxed is None:
+            return tuple(self.layout.patch_box(int(index), self.image, clip=clip))  # type: ignore[return-value]
+        boxes = np.asarray(self.layout.token_boxes(self.image, clip=clip))[self.boxed]
+        x0, y0, x1, y1 = (float(v) for v in boxes[int(index)])
+        return x0, y0, x1, y1
+
+
+def scored_tokens(layout: LayoutLike, image: int) -> ScoredTokens:
+    """The image tokens of ``image`` that :func:`score_alignment` scores (see
+    :class:`ScoredTokens`).
+
+    Raises:
+        LayoutError: a grid whose token count is not ``rows × cols``, or an image with
+            no token that has a box.
+    """
+    per_token = getattr(layout, "mask_to_tokens", None)
+    boxes_of = getattr(layout, "token_boxes", None)
+    if per_token is None or boxes_of is None:
+        rows, cols = (int(v) for v in layout.grid(image))
+        grid_pos = _patch_positions(layout, image)
+        if len(grid_pos) != rows * cols:
+            raise LayoutError(
+                f"image {image}: the layout has {len(grid_pos)} image tokens but a "
+                f"{rows}×{cols} patch grid; they must match"
+            )
+        return ScoredTokens(np.asarray(grid_pos, dtype=np.int64), (rows, cols), layout, image, None)
+    tokens = np.asarray(layout.image_token_positions(image), dtype=np.int64)
+    boxed = np.asarray(~np.isnan(np.asarray(boxes_of(image), dtype=np.float64)).any(axis=1))
+    positions = tokens[boxed]
+    if not len(positions):
+        raise LayoutError(f"image {image} has no image token with a box to score")
+    rows, cols = (int(v) for v in layout.grid(image))
+    grids = int(layout.num_grids(image)) if hasattr(layout, "num_grids") else 1
+    one_grid = grids == 1 and np.array_equal(positions, _patch_positions(layout, image))
+    shape = (rows, cols) if one_grid else (1, len(positions))
+    if shape[0] * shape[1] != len(positions):
+        raise LayoutError(
+            f"image {image}: the layout has {len(positions)} image tokens with a box but a "
+            f"{rows}×{cols} patch grid; they must match"
+        )
+    return ScoredTokens(positions, shape, layout, image, boxed)
+
+
+@dataclass(frozen=True)
 class _Columns:
     """Where one sequence's image lies in its trace rows."""
 
@@ -676,14 +762,12 @@ class _Columns:
     cols: int
 
 
-def _image_columns(trace: TraceLike, layout: LayoutLike, batch: int, image: int) -> _Columns:
-    rows, cols = (int(v) for v in layout.grid(image))
-    image_pos = _patch_positions(layout, image)
-    if len(image_pos) != rows * cols:
-        raise LayoutError(
-            f"batch {batch}: the layout has {len(image_pos)} image tokens but a "
-            f"{rows}×{cols} patch grid; they must match"
-        )
+def _image_columns(
+    trace: TraceLike, layout: LayoutLike, batch: int, image: int
+) -> tuple[_Columns, ScoredTokens]:
+    scored = scored_tokens(layout, image)
+    rows, cols = scored.shape
+    image_pos = [int(p) for p in scored.positions]
     extra = sorted({int(p) for p in layout.image_token_positions(image)} - set(image_pos))
     try:
         keys = trace.key_positions(batch)
@@ -692,7 +776,7 @@ def _image_columns(trace: TraceLike, layout: LayoutLike, batch: int, image: int)
             raise
         # every key captured: column i is position i
         grid = np.array(image_pos, dtype=np.int64)
-        return _Columns(grid, np.array(extra, dtype=np.int64), True, rows, cols)
+        return _Columns(grid, np.array(extra, dtype=np.int64), True, rows, cols), scored
     key_index = {int(p): i for i, p in enumerate(keys)}
     missing = [p for p in image_pos if p not in key_index]
     if missing:
@@ -702,7 +786,7 @@ def _image_columns(trace: TraceLike, layout: LayoutLike, batch: int, image: int)
         )
     grid = np.array([key_index[p] for p in image_pos], dtype=np.int64)
     extra_cols = np.array([key_index[p] for p in extra if p in key_index], dtype=np.int64)
-    return _Columns(grid, extra_cols, False, rows, cols)
+    return _Columns(grid, extra_cols, False, rows, cols), scored
 
 
 def _query_rows(
@@ -755,14 +839,16 @@ def patch_attention(
     trace: TraceLike, layout: LayoutLike, batch: int, positions: Sequence[int]
 ) -> Float[np.ndarray, "layer head rows cols"]:
     """The mean attention of the query ``positions`` of sequence ``batch`` over the image
-    patches, laid on the patch grid: ``(layer, head, rows, cols)`` (float64).
+    patches, laid on the patch grid: ``(layer, head, rows, cols)`` (float64); for a
+    layout of several grids (LLaVA-NeXT) ``(layer, head, 1, tokens)`` over every token
+    with a box (see :func:`scored_tokens`).
 
     Example:
         >>> grid = patch_attention(trace, layout, 0, [87])  # doctest: +SKIP
         >>> grid[-1].mean(0)            # last layer, heads averaged  # doctest: +SKIP
     """
     image = _image_of(layout, batch)
-    where = _image_columns(trace, layout, batch, image)
+    where, _ = _image_columns(trace, layout, batch, image)
     return _query_rows(trace, batch, _mention_positions(positions), where)[0]
 
 
@@ -803,7 +889,8 @@ def score_alignment(
         k, hit_threshold, target, mark_free_max: see :func:`score_maps`.
         sinks: "auto" (default: :func:`sink_patches` over each image's mentions, where the
             median rule holds, see the module notes); None (keep every patch); or a
-            boolean ``(rows, cols)`` or ``(layer, rows, cols)`` mask (or a dict by batch).
+            boolean ``(rows, cols)`` or ``(layer, rows, cols)`` mask (or a dict by batch)
+            over the map :func:`scored_tokens` gives (``(1, tokens)`` for LLaVA-NeXT).
         sink_factor: the factor of the "auto" rule.
 
     Returns:
@@ -848,7 +935,7 @@ def score_alignment(
                 f"the TagSet is for a {ts.image_size[0]}×{ts.image_size[1]} image but batch "
                 f"{batch}'s image is {size[0]}×{size[1]}; use the TagSet made for this image"
             )
-        where = _image_columns(trace, layout, int(batch), image)
+        where, scored = _image_columns(trace, layout, int(batch), image)
         idx = m.index[batches == batch]
         rows_att = [
             _query_rows(
@@ -871,9 +958,7 @@ def score_alignment(
         )
         cache: dict[int, RegionMaps] = {}
 
-        def to_patches(mask: np.ndarray, _image: int = image) -> np.ndarray:
-            return _to_numpy(layout.mask_to_patches(mask, _image))
-
+        to_patches = scored.to_map
         marks = to_patches(mark_pixel_mask(ts))  # every tag's mark: once per image
         for i, (att, extra, text) in zip(idx, rows_att, strict=True):
             tag_id = int(m.at[i, "tag_id"])
@@ -1119,6 +1204,7 @@ __all__ = [
     "WEIGHTED_PARTS",
     "LayoutLike",
     "RegionMaps",
+    "ScoredTokens",
     "TraceLike",
     "aggregate_by_head",
     "aggregate_by_layer",
@@ -1130,5 +1216,6 @@ __all__ = [
     "region_pixel_masks",
     "score_alignment",
     "score_maps",
+    "scored_tokens",
     "sink_patches",
 ]

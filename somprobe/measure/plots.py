@@ -27,7 +27,7 @@ from PIL import Image
 
 from somprobe.errors import InputError
 from somprobe.io import atomic_path, check_writable
-from somprobe.measure.align import CHANCE_COLUMNS
+from somprobe.measure.align import CHANCE_COLUMNS, scored_tokens
 
 _PART_WORDS = {
     "object": "object",
@@ -254,10 +254,13 @@ def plot_layer_head_map(
 def top_patch_boxes(
     attention: np.ndarray, layout: Any, image: int = 0, k: int = 5
 ) -> list[tuple[float, float, float, float]]:
-    """Boxes (original pixels) of the ``k`` most-attended patches of a ``(rows, cols)`` map."""
+    """Boxes (original pixels) of the ``k`` most-attended patches of a map over the
+    layout's scored tokens (:func:`~somprobe.measure.align.scored_tokens`: the
+    ``(rows, cols)`` patch grid, or ``(1, tokens)`` for LLaVA-NeXT's base + tiles)."""
     flat = np.asarray(attention, dtype=np.float64).reshape(-1)
     order = np.argsort(-flat, kind="stable")[:k]
-    return [layout.patch_box(int(i), image, clip=True) for i in order]
+    scored = scored_tokens(layout, image)
+    return [scored.box(int(i), clip=True) for i in order]
 
 
 def draw_top_patches(
@@ -307,6 +310,18 @@ def draw_top_patches(
     return boxes
 
 
+def _layout_per_model(layout: Any, models: list[str]) -> dict[str, Any]:
+    """One layout per model: a mapping as given (every model needs one), else shared."""
+    if not isinstance(layout, Mapping):
+        return dict.fromkeys(models, layout)
+    missing = [m for m in models if m not in layout]
+    if missing:
+        raise InputError(
+            f"no layout for model(s) {missing}; give one layout, or one per model of the maps"
+        )
+    return {m: layout[m] for m in models}
+
+
 def plot_top_patches(
     image: Image.Image,
     maps: Mapping[str, Mapping[int, np.ndarray]],
@@ -323,12 +338,14 @@ def plot_top_patches(
         image: the tagged image shown.
         maps: model name → {tag id → attention map ``(rows, cols)`` of that tag's token}
             (e.g. from :func:`~somprobe.measure.tag_attention_maps`).
-        layout: the :class:`~somprobe.models.ImageLayout` the maps come from.
+        layout: the :class:`~somprobe.models.ImageLayout` the maps come from, or one per
+            model (model name → layout) when the models' processors differ.
         tagset: ground truth; each tag's object is outlined.
 
     Raises:
         InputError: no maps, a map off the layout's patch grid, a tag not in ``tagset``,
-            an image of another size than the TagSet's, or ``k`` below 1.
+            an image of another size than the TagSet's, ``k`` below 1, or a mapping of
+            layouts without one of the models.
     """
     models = list(maps)
     tag_ids = sorted({t for m in maps.values() for t in m})
@@ -342,8 +359,9 @@ def plot_top_patches(
             f"{tagset.image_size[0]}×{tagset.image_size[1]} image; draw the image the maps "
             "were measured on"
         )
-    grid = tuple(int(v) for v in layout.grid(image_index))
+    layouts = _layout_per_model(layout, models)
     for model, by_tag in maps.items():
+        grid = scored_tokens(layouts[model], image_index).shape
         for tag_id, attention in by_tag.items():
             shape = np.shape(attention)
             if shape != grid:
@@ -361,7 +379,7 @@ def plot_top_patches(
         for c, model in enumerate(models):
             ax = axes[r][c]
             draw_top_patches(
-                ax, image, maps[model].get(tag_id), layout, image_index=image_index, k=k,
+                ax, image, maps[model].get(tag_id), layouts[model], image_index=image_index, k=k,
                 mask=tag.mask, colour=colours[c],
             )  # fmt: skip
             if r == 0:

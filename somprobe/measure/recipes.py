@@ -51,6 +51,7 @@ from somprobe.measure.align import (
     score_alignment,
 )
 from somprobe.measure.mentions import find_tag_mentions
+from somprobe.models.adapters import check_processor
 from somprobe.models.inputs import build_prompt, prepare_inputs, to_model
 from somprobe.models.layout import ImageLayout
 from somprobe.tagging.types import TaggedImage, TagSet
@@ -291,8 +292,8 @@ def listing_alignment(
     Raises:
         InputError: no images, an item that is not a TaggedImage or whose image is not the
             size of its TagSet, an unknown mode or target, a ``hit_threshold`` or
-            ``mark_free_max`` out of range, or a non-positive ``k``, ``batch_size`` or
-            (generated) ``max_new_tokens``.
+            ``mark_free_max`` out of range, a non-positive ``k``, ``batch_size`` or
+            (generated) ``max_new_tokens``, or a processor of another model family.
         CaptureError: a layer or head the model does not have.
 
     Returns:
@@ -314,6 +315,7 @@ def listing_alignment(
         raise InputError(f"{len(ids)} image ids for {len(tagged)} images")
     if answers is not None and len(answers) != len(tagged):
         raise InputError(f"{len(answers)} answers for {len(tagged)} images")
+    check_processor(model, processor)
     digits = digit_token_filter(processor.tokenizer)
     letter = any(t.tagset.label_mode == "letter" for t in tagged)
     score_frames: list[pd.DataFrame] = []

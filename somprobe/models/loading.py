@@ -1,4 +1,7 @@
-"""Load any Hugging Face LLaVA checkpoint (real or tiny) with its processor.
+"""Load a Hugging Face LLaVA-family checkpoint (real or tiny) with its processor.
+
+Supported: LLaVA-1.5 (``llava``), LLaVA-NeXT (``llava_next``), Qwen2-VL and Qwen2.5-VL
+(``qwen2_vl``, ``qwen2_5_vl``).
 
 Example:
     >>> from somprobe import load_model
@@ -23,8 +26,9 @@ from transformers import (
 )
 
 from somprobe.errors import InputError, ModelLoadError, UnsupportedModelError
+from somprobe.models.adapters import SUPPORTED_ARCHITECTURES
 
-SUPPORTED_MODEL_TYPES = ("llava",)
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl")
 
 _DTYPES = {
     "float32": torch.float32,
@@ -78,6 +82,16 @@ def _broken_weights(name: str) -> str:
     return f"a weights file in {folder}"
 
 
+def _load_processor(name: str, model_type: str) -> ProcessorMixin:
+    """``AutoProcessor``, except for Qwen2.5-VL without torchvision (transformers' video
+    processor needs it): then an images-only processor from the folder's parts."""
+    if model_type == "qwen2_5_vl":
+        from somprobe.models.tiny_families import load_qwen2_5_vl_processor
+
+        return load_qwen2_5_vl_processor(name)  # type: ignore[no-any-return]
+    return AutoProcessor.from_pretrained(name)  # type: ignore[no-any-return]
+
+
 def load_model(
     name_or_path: str | os.PathLike[str],
     *,
@@ -99,13 +113,14 @@ def load_model(
         **model_kwargs: passed on to ``from_pretrained``.
 
     Returns:
-        ``(model, processor)``: a ``LlavaForConditionalGeneration`` and its processor.
+        ``(model, processor)``: e.g. a ``LlavaForConditionalGeneration`` (or
+        ``LlavaNextForConditionalGeneration``, ...) and its processor.
 
     Raises:
         ModelLoadError: the checkpoint cannot be found offline, or is broken (a truncated
             or corrupt weights or tokenizer file, weights that do not fit its config, an
             unknown attention implementation).
-        UnsupportedModelError: the checkpoint is not a LLaVA model.
+        UnsupportedModelError: the checkpoint is of no supported family.
         InputError: ``name_or_path`` is not a string or path.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
@@ -120,12 +135,13 @@ def load_model(
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModelError(
-            f"{name!r} is a {model_type!r} model; somprobe supports {SUPPORTED_MODEL_TYPES} "
-            "(LlavaForConditionalGeneration checkpoints such as llava-hf/llava-1.5-7b-hf)"
+            f"{name!r} is a {model_type!r} model; somprobe supports {SUPPORTED_MODEL_TYPES}: "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} checkpoints such as "
+            "llava-hf/llava-1.5-7b-hf or llava-hf/llava-v1.6-mistral-7b-hf"
         )
     torch_dtype = resolve_dtype(dtype)
     try:
-        processor = AutoProcessor.from_pretrained(name)
+        processor = _load_processor(name, model_type)
         model = AutoModelForImageTextToText.from_pretrained(
             name,
             dtype=torch_dtype,

@@ -6,6 +6,7 @@ from transformers import LlavaForConditionalGeneration
 
 from somprobe.errors import ModelLoadError, SomprobeError, UnsupportedModelError
 from somprobe.models import load_model
+from somprobe.models.adapters import SUPPORTED_ARCHITECTURES
 
 
 def test_loads_tiny_model_with_sdpa_in_eval_mode(tiny_llava_path):
@@ -38,8 +39,10 @@ def test_missing_local_folder(tmp_path):
 
 def test_non_llava_checkpoint_is_rejected(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(UnsupportedModelError, match="gpt2"):
+    with pytest.raises(UnsupportedModelError, match="gpt2") as err:
         load_model(tmp_path)
+    for name in SUPPORTED_ARCHITECTURES:  # the message names every supported family
+        assert name in str(err.value)
 
 
 def test_to_model_moves_tensors_and_casts_pixel_values(tiny_llava) -> None:  # type: ignore[no-untyped-def]
