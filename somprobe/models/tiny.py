@@ -15,7 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +30,8 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaImageProcessorPil,
     LlavaProcessor,
+    PreTrainedModel,
+    ProcessorMixin,
 )
 
 from somprobe.errors import InputError, WriteError
@@ -238,22 +242,35 @@ def build_tiny_llava(
     )
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(config)
+    return save_tiny_model(model, processor, out, asdict(spec), dtype=dtype)
+
+
+def save_tiny_model(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    out: Path,
+    shape: Mapping[str, Any],
+    *,
+    dtype: torch.dtype,
+) -> Path:
+    """Cast a freshly built tiny model to ``dtype`` in eval mode, give it the tokenizer's
+    pad/bos/eos ids for generation, and write it, its processor and ``shape`` (as
+    ``somprobe_shape.json``) to ``out``.
+
+    Raises:
+        WriteError: ``out`` cannot be written.
+    """
     torch.nn.Module.to(model, dtype=dtype)
     model.eval()
-    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    model.generation_config.bos_token_id = processor.tokenizer.bos_token_id
-    model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
+    tokenizer = processor.tokenizer  # type: ignore[attr-defined]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
     try:
         model.save_pretrained(out)
         processor.save_pretrained(out)
     except OSError as err:
         raise WriteError(f"cannot write the tiny model to {out}: {err.strerror or err}") from err
     with atomic_write(out / "somprobe_shape.json") as fh:
-        fh.write(_shape_json(spec))
+        fh.write(json.dumps(dict(shape), indent=2, sort_keys=True) + "\n")
     return out
-
-
-def _shape_json(shape: TinyLlavaShape) -> str:
-    import json
-
-    return json.dumps(asdict(shape), indent=2, sort_keys=True) + "\n"

@@ -35,13 +35,16 @@ from transformers import (
     LlavaNextForConditionalGeneration,
     LlavaNextImageProcessorPil,
     LlavaNextProcessor,
-    PreTrainedModel,
-    ProcessorMixin,
 )
 
-from somprobe.errors import InputError, ModelLoadError, WriteError
+from somprobe.errors import InputError, ModelLoadError
 from somprobe.io import atomic_write, check_writable
-from somprobe.models.tiny import TinyLlavaShape, tiny_llava_config, tiny_llava_shape
+from somprobe.models.tiny import (
+    TinyLlavaShape,
+    save_tiny_model,
+    tiny_llava_config,
+    tiny_llava_shape,
+)
 from somprobe.models.tokenizer import IMAGE_TOKEN, build_llama_like_tokenizer
 
 #: Pinpoints ``[height, width]`` in tiles of the 56 px base: 1×2, 2×1, 2×2, 1×3, 3×1.
@@ -67,19 +70,6 @@ def _pinpoints(tile: int, pinpoints: Sequence[Sequence[int]] | None) -> list[lis
         out.append([int(v) for v in values])
     if not out:
         raise InputError("grid_pinpoints is empty; give at least one [height, width]")
-    return out
-
-
-def _save(
-    model: PreTrainedModel, processor: ProcessorMixin, out: Path, shape: dict[str, Any]
-) -> Path:
-    try:
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-    except OSError as err:
-        raise WriteError(f"cannot write the tiny model to {out}: {err.strerror or err}") from err
-    with atomic_write(out / "somprobe_shape.json") as fh:
-        fh.write(json.dumps(shape, indent=2, sort_keys=True) + "\n")
     return out
 
 
@@ -160,12 +150,8 @@ def build_tiny_llava_next(
     )
     torch.manual_seed(spec.seed)
     model = LlavaNextForConditionalGeneration(config)
-    torch.nn.Module.to(model, dtype=dtype)
-    model.eval()
-    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    model.generation_config.bos_token_id = processor.tokenizer.bos_token_id
-    model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
-    return _save(model, processor, out, {**asdict(spec), "grid_pinpoints": pinpoints})
+    shape_json = {**asdict(spec), "grid_pinpoints": pinpoints}
+    return save_tiny_model(model, processor, out, shape_json, dtype=dtype)
 
 
 # -- Qwen2.5-VL ---------------------------------------------------------------------------------
@@ -391,12 +377,7 @@ def build_tiny_qwen2_5_vl(
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
-    torch.nn.Module.to(model, dtype=dtype)
-    model.eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    _save(model, processor, out, {**knobs, "seed": seed})
+    save_tiny_model(model, processor, out, {**knobs, "seed": seed}, dtype=dtype)
     _declare_full_processor(out, min_pixels, max_pixels)
     return out
 

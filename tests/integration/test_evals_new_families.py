@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from somprobe_testing import check_batched_generation
 
 from somprobe.data.toyworld import WorldConfig
 from somprobe.data.toyworld.dataset import write_eval_split
@@ -43,15 +44,7 @@ def test_every_task_runs_and_is_scored(family_model: Any, split: Path) -> None:
 
 
 def test_batched_left_padded_generation_equals_one_by_one(family_model: Any, split: Path) -> None:
-    model, processor = family_model
-    items = load_eval_file(split / "tag_qa.json", limit=2)
-    images, questions = [i.image for i in items], [i.question for i in items]
-    questions[1] = questions[1] + " Answer with one word, please."  # unequal lengths
-    batched = generate_answers(model, processor, images, questions, max_new_tokens=4,
-                               batch_size=2, progress=False)  # fmt: skip
-    single = generate_answers(model, processor, images, questions, max_new_tokens=4,
-                              batch_size=1, progress=False)  # fmt: skip
-    assert batched == single
+    check_batched_generation(*family_model, split, n=2, new=4)
 
 
 def test_a_processor_of_another_family_is_refused(

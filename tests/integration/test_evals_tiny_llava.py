@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from somprobe_testing import check_batched_generation
 from typer.testing import CliRunner
 
 from somprobe.data.toyworld import WorldConfig
 from somprobe.data.toyworld.dataset import write_eval_split
 from somprobe.errors import InputError
-from somprobe.evals import evaluate, generate_answers, load_eval_file, pope_metrics, score_task
+from somprobe.evals import evaluate, load_eval_file, pope_metrics, score_task
 from somprobe.evals.listing import parse_listing, score_listing
 from somprobe.evals.runner import TASK_FILES
 
@@ -70,15 +71,7 @@ def test_random_tiny_llava_gets_low_correctly_computed_scores(tiny_llava, split:
 
 
 def test_batched_left_padded_generation_equals_one_by_one(tiny_llava, split: Path) -> None:  # type: ignore[no-untyped-def]
-    model, processor = tiny_llava
-    items = load_eval_file(split / "tag_qa.json", limit=3)
-    images, questions = [i.image for i in items], [i.question for i in items]
-    questions[1] = questions[1] + " Answer with one word, please."  # unequal lengths
-    batched = generate_answers(model, processor, images, questions, max_new_tokens=5,
-                               batch_size=3, progress=False)  # fmt: skip
-    single = generate_answers(model, processor, images, questions, max_new_tokens=5,
-                              batch_size=1, progress=False)  # fmt: skip
-    assert batched == single
+    check_batched_generation(*tiny_llava, split, n=3, new=5)
 
 
 def test_bad_split_and_task(tiny_llava, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -15,21 +15,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from jaxtyping import Int
-
 from somprobe.errors import UnsupportedModelError
 from somprobe.models.layouts import llava, llava_next, qwen2_vl
-from somprobe.models.layouts.base import ImageEntry
+from somprobe.models.layouts.base import ImageEntry, Inputs, Sizes, TokenIds
 
-Builder = Callable[
-    [Any, Mapping[str, Any], Int[torch.Tensor, "batch seq"], list[tuple[int, int]]],
-    list[ImageEntry],
-]
+Builder = Callable[[Any, Inputs, TokenIds, Sizes], list[ImageEntry]]
 
 
 @dataclass(frozen=True)

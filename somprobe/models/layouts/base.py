@@ -8,10 +8,10 @@ Coordinates: original-image pixels, ``x`` right and ``y`` down, pixel ``(x, y)``
 the unit square ``[x, x+1) × [y, y+1)``; boxes ``(x0, y0, x1, y1)``.
 
 Example:
-    >>> pre = Preprocess("resize", (100, 50), (100, 50), (0, 0), (28, 28), (0, 0), (28, 28))
+    >>> pre = Preprocess.stretch((112, 56), (28, 28))
     >>> grid = PatchGrid(np.arange(4), rows=2, cols=2, patch_size=14, preprocess=pre)
     >>> grid.patch_box(3)
-    (50.0, 25.0, 100.0, 50.0)
+    (56.0, 28.0, 112.0, 56.0)
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ from somprobe.errors import InputError, LayoutError
 #: Qwen2-VL's resize to multiples of the merged patch).
 Style = Literal["crop", "pad", "resize"]
 FloatBox = tuple[float, float, float, float]
+#: What a family's ``build_entries(processor, inputs, input_ids, sizes)`` takes: the
+#: processor's output, its ``input_ids`` (batch, seq) and each image's ``(width, height)``.
+Inputs = Mapping[str, Any]
+TokenIds = Int[torch.Tensor, "batch seq"]
+Sizes = list[tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,11 @@ class Preprocess:
             (x + self.pad_offset[0]) * sx - self.crop_origin[0],
             (y + self.pad_offset[1]) * sy - self.crop_origin[1],
         )
+
+    @classmethod
+    def stretch(cls, original_size: tuple[int, int], size: tuple[int, int]) -> Preprocess:
+        """The whole image resized to ``size`` (aspect not kept), nothing padded or cut."""
+        return cls("resize", original_size, original_size, (0, 0), size, (0, 0), size)
 
     @classmethod
     def from_image_processor(
@@ -361,7 +371,8 @@ def split_image_tokens(
         ``(row, positions)`` per image.
 
     Raises:
-        LayoutError: the tokens and the images do not match.
+        LayoutError: the tokens and the images do not match, or an image's tokens are not
+            consecutive (images given in another order than the prompt's placeholders).
 
     Example:
         >>> split_image_tokens(torch.tensor([[5, 9, 9, 9, 9]]), 9, [4])[0][1].tolist()
@@ -391,6 +402,12 @@ def split_image_tokens(
                     f"an image needs {need}; the prompt was not expanded by this "
                     "processor, or its images and text do not match"
                 )
+            if chunk[-1] - chunk[0] != need - 1:  # a processor expands each placeholder in place
+                raise LayoutError(
+                    f"sequence {row}: image {len(out)} needs {need} consecutive {token} tokens "
+                    f"but they break at position {int(chunk[np.flatnonzero(np.diff(chunk) > 1)[0]])}"
+                    "; give the images (or sizes) in the order of the prompt's placeholders"
+                )
             out.append((row, chunk.astype(np.int64)))
             cursor += need
     if len(out) != len(n_tokens):
@@ -401,6 +418,52 @@ def split_image_tokens(
     return out
 
 
+def image_runs(
+    processor: Any, input_ids: TokenIds, n_tokens: Sequence[int], default_token: str = "<image>"
+) -> list[tuple[int, Int[np.ndarray, " tokens"]]]:
+    """:func:`split_image_tokens` with the processor's image token (id and text)."""
+    token = str(getattr(processor, "image_token", default_token))
+    return split_image_tokens(input_ids, int(processor.image_token_id), n_tokens, token)
+
+
+def select_strategy(processor: Any) -> tuple[str, int]:
+    """A LLaVA processor's ``vision_feature_select_strategy`` and its count of extra
+    (CLS) tokens per image, ``num_additional_image_tokens``."""
+    strategy = getattr(processor, "vision_feature_select_strategy", "default") or "default"
+    return strategy, int(getattr(processor, "num_additional_image_tokens", 0) or 0)
+
+
+def refuse_qwen_inputs(inputs: Inputs, family: str) -> None:
+    """Refuse Qwen2-VL inputs given with a processor of ``family`` (a LLaVA one)."""
+    if "image_grid_thw" in inputs:
+        raise LayoutError(
+            "the inputs hold image_grid_thw (a Qwen2-VL processor made them) but the processor "
+            f"given is a {family} one; pass the processor that made the inputs"
+        )
+
+
+def check_image_count(n_images: int, n_processed: int) -> None:
+    """Refuse a count of original sizes that is not the inputs' count of images."""
+    if n_processed != n_images:
+        raise LayoutError(
+            f"{n_images} original image size(s) given but the inputs hold "
+            f"{n_processed} processed image(s); give one per image, in order"
+        )
+
+
+def one_grid_entry(
+    row: int, tokens: Int[np.ndarray, " tokens"], grid: PatchGrid, cls_position: int | None = None
+) -> ImageEntry:
+    """The entry of an image with one grid (LLaVA-1.5, Qwen2-VL) in sequence ``row``."""
+    return ImageEntry(
+        batch=row,
+        original_size=grid.preprocess.original_size,
+        grids=(grid,),
+        cls_position=cls_position,
+        token_positions=tokens,
+    )
+
+
 def processor_size(image_processor: Any, name: str) -> dict[str, Any]:
     """An image processor's ``size``/``crop_size`` setting as a plain dict."""
     return _get(getattr(image_processor, name, None) or {})
@@ -409,8 +472,17 @@ def processor_size(image_processor: Any, name: str) -> dict[str, Any]:
 __all__ = [
     "FloatBox",
     "ImageEntry",
+    "Inputs",
     "PatchGrid",
     "Preprocess",
+    "Sizes",
     "Style",
+    "TokenIds",
+    "check_image_count",
+    "image_runs",
+    "one_grid_entry",
+    "processor_size",
+    "refuse_qwen_inputs",
+    "select_strategy",
     "split_image_tokens",
 ]

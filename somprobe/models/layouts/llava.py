@@ -13,29 +13,24 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Int
 
 from somprobe.errors import LayoutError
-from somprobe.models.layouts.base import ImageEntry, PatchGrid, Preprocess, split_image_tokens
+from somprobe.models.layouts import base
+from somprobe.models.layouts.base import ImageEntry, Inputs, PatchGrid, Preprocess, Sizes, TokenIds
 
 NAME = "llava"
 PROCESSOR_CLASSES = ("LlavaProcessor",)
 MODEL_TYPES = ("llava",)
 
 
-def _check_inputs(inputs: Mapping[str, Any], n_images: int) -> None:
+def _check_inputs(inputs: Inputs, n_images: int) -> None:
     """Refuse inputs that another family's processor made, or a wrong image count."""
+    base.refuse_qwen_inputs(inputs, "LLaVA-1.5")
     pixel_values = inputs.get("pixel_values")
-    if "image_grid_thw" in inputs:
-        raise LayoutError(
-            "the inputs hold image_grid_thw (a Qwen2-VL processor made them) but the processor "
-            "given is a LLaVA-1.5 one; pass the processor that made the inputs"
-        )
     if "image_sizes" in inputs or (
         pixel_values is not None and torch.as_tensor(pixel_values).ndim == 5
     ):
@@ -43,18 +38,12 @@ def _check_inputs(inputs: Mapping[str, Any], n_images: int) -> None:
             "the inputs hold tiled pixel_values/image_sizes (a LLaVA-NeXT processor made them) "
             "but the processor given is a LLaVA-1.5 one; pass the processor that made the inputs"
         )
-    if pixel_values is not None and len(pixel_values) != n_images:
-        raise LayoutError(
-            f"{n_images} original image size(s) given but the inputs hold "
-            f"{len(pixel_values)} processed image(s); give one per image, in order"
-        )
+    if pixel_values is not None:
+        base.check_image_count(n_images, len(pixel_values))
 
 
 def build_entries(
-    processor: Any,
-    inputs: Mapping[str, Any],
-    input_ids: Int[torch.Tensor, "batch seq"],
-    sizes: list[tuple[int, int]],
+    processor: Any, inputs: Inputs, input_ids: TokenIds, sizes: Sizes
 ) -> list[ImageEntry]:
     """The image entries of a LLaVA-1.5 batch (see the module docstring).
 
@@ -64,31 +53,16 @@ def build_entries(
     """
     _check_inputs(inputs, len(sizes))
     patch = int(processor.patch_size)
-    strategy = getattr(processor, "vision_feature_select_strategy", "default") or "default"
-    extra = int(getattr(processor, "num_additional_image_tokens", 0) or 0)
+    strategy, extra = base.select_strategy(processor)
     has_cls = strategy == "full" and extra > 0
     preprocess = [Preprocess.from_image_processor(processor.image_processor, s) for s in sizes]
     shapes = [(p.input_size[1] // patch, p.input_size[0] // patch) for p in preprocess]
     counts = [r * c + extra - (1 if strategy == "default" else 0) for r, c in shapes]
-    token = str(getattr(processor, "image_token", "<image>"))
-    runs = split_image_tokens(input_ids, int(processor.image_token_id), counts, token)
     entries = []
-    for (row, chunk), pre, (rows, cols) in zip(runs, preprocess, shapes, strict=True):
+    for (row, chunk), pre, (rows, cols) in zip(
+        base.image_runs(processor, input_ids, counts), preprocess, shapes, strict=True
+    ):
         patches = chunk[extra:] if has_cls else chunk[len(chunk) - rows * cols :]
-        grid = PatchGrid(
-            positions=patches.astype(np.int64),
-            rows=rows,
-            cols=cols,
-            patch_size=patch,
-            preprocess=pre,
-        )
-        entries.append(
-            ImageEntry(
-                batch=row,
-                original_size=pre.original_size,
-                grids=(grid,),
-                cls_position=int(chunk[0]) if has_cls else None,
-                token_positions=chunk,
-            )
-        )
+        grid = PatchGrid(patches.astype(np.int64), rows, cols, patch, pre)
+        entries.append(base.one_grid_entry(row, chunk, grid, int(chunk[0]) if has_cls else None))
     return entries

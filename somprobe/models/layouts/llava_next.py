@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +32,8 @@ import torch
 from jaxtyping import Int
 
 from somprobe.errors import LayoutError
-from somprobe.models.layouts.base import (
-    ImageEntry,
-    PatchGrid,
-    Preprocess,
-    processor_size,
-    split_image_tokens,
-)
+from somprobe.models.layouts import base
+from somprobe.models.layouts.base import ImageEntry, Inputs, PatchGrid, Preprocess, Sizes, TokenIds
 
 NAME = "llava_next"
 PROCESSOR_CLASSES = ("LlavaNextProcessor",)
@@ -108,6 +103,31 @@ class AnyresPlan:
         rows, cols = self.shape
         return self.base_side**2 + rows * (cols + 1)
 
+    def grids(
+        self, tokens: Int[np.ndarray, " tokens"], original_size: tuple[int, int]
+    ) -> tuple[PatchGrid, PatchGrid]:
+        """The base grid and the kept tile grid of an image whose tokens are ``tokens``
+        (base patches, then each kept row and its newline)."""
+        side, patch = self.base_side, self.patch
+        stretched = Preprocess.stretch(original_size, (self.tile, self.tile))
+        whole = PatchGrid(tokens[: side * side], side, side, patch, stretched)
+        rows, cols = self.shape
+        stitched = tokens[side * side :].reshape(rows, cols + 1)
+        tiles = Preprocess(
+            style="pad",
+            original_size=original_size,
+            canvas_size=original_size,
+            pad_offset=(0, 0),
+            resized_size=self.resized,
+            crop_origin=(
+                self.kept_cols[0] * patch - self.paste[0],
+                self.kept_rows[0] * patch - self.paste[1],
+            ),
+            input_size=(cols * patch, rows * patch),
+        )
+        positions = np.ascontiguousarray(stitched[:, :cols]).reshape(-1)
+        return whole, PatchGrid(positions, rows, cols, patch, tiles)
+
 
 def anyres_plan(
     original_size: tuple[int, int], pinpoints: Sequence[Sequence[int]], *, tile: int, patch: int
@@ -150,20 +170,20 @@ def anyres_plan(
 
 def _tile_side(image_processor: Any) -> int:
     """The tile side in pixels; refuses settings whose geometry is not one square tile."""
-    size = processor_size(image_processor, "size")
-    crop = processor_size(image_processor, "crop_size")
+    size = base.processor_size(image_processor, "size")
+    crop = base.processor_size(image_processor, "crop_size")
     if crop.get("height"):
         tile = int(crop["height"])
     elif size.get("height"):
         tile = int(size["height"])
     else:
         tile = int(size.get("shortest_edge") or 0)
-    base = (
+    base_size = (
         (int(size["width"]), int(size["height"]))
         if size.get("height") and size.get("width")
         else (int(size.get("shortest_edge") or 0),) * 2
     )
-    square = base == (tile, tile)
+    square = base_size == (tile, tile)
     if getattr(image_processor, "do_center_crop", False) and crop.get("height"):
         square &= (int(crop["width"]), int(crop["height"])) == (tile, tile)
     if tile < 1 or not square:
@@ -174,12 +194,8 @@ def _tile_side(image_processor: Any) -> int:
     return tile
 
 
-def _check_inputs(inputs: Mapping[str, Any], sizes: list[tuple[int, int]], tile: int) -> None:
-    if "image_grid_thw" in inputs:
-        raise LayoutError(
-            "the inputs hold image_grid_thw (a Qwen2-VL processor made them) but the processor "
-            "given is a LLaVA-NeXT one; pass the processor that made the inputs"
-        )
+def _check_inputs(inputs: Inputs, sizes: Sizes, tile: int) -> None:
+    base.refuse_qwen_inputs(inputs, "LLaVA-NeXT")
     pixel_values = inputs.get("pixel_values")
     if pixel_values is not None:
         shape = tuple(torch.as_tensor(pixel_values).shape)
@@ -188,11 +204,7 @@ def _check_inputs(inputs: Mapping[str, Any], sizes: list[tuple[int, int]], tile:
                 f"pixel_values of shape {shape}: a LLaVA-NeXT processor makes (images, tiles, "
                 "channels, height, width); these inputs come from another processor (LLaVA-1.5?)"
             )
-        if shape[0] != len(sizes):
-            raise LayoutError(
-                f"{len(sizes)} original image size(s) given but the inputs hold "
-                f"{shape[0]} processed image(s); give one per image, in order"
-            )
+        base.check_image_count(len(sizes), shape[0])
         if shape[-2:] != (tile, tile):
             raise LayoutError(
                 f"pixel_values tiles are {shape[-1]}×{shape[-2]} but the processor's tile is "
@@ -210,10 +222,7 @@ def _check_inputs(inputs: Mapping[str, Any], sizes: list[tuple[int, int]], tile:
 
 
 def build_entries(
-    processor: Any,
-    inputs: Mapping[str, Any],
-    input_ids: Int[torch.Tensor, "batch seq"],
-    sizes: list[tuple[int, int]],
+    processor: Any, inputs: Inputs, input_ids: TokenIds, sizes: Sizes
 ) -> list[ImageEntry]:
     """The image entries of a LLaVA-NeXT batch (see the module docstring).
 
@@ -228,8 +237,7 @@ def build_entries(
     patch = int(processor.patch_size)
     if tile % patch:
         raise LayoutError(f"patch_size {patch} does not divide the tile side {tile}")
-    strategy = getattr(processor, "vision_feature_select_strategy", "default") or "default"
-    extra = int(getattr(processor, "num_additional_image_tokens", 0) or 0)
+    strategy, extra = base.select_strategy(processor)
     if (strategy, extra) not in (("default", 1), ("full", 0)):
         raise LayoutError(
             f"vision_feature_select_strategy={strategy!r} with num_additional_image_tokens="
@@ -237,55 +245,14 @@ def build_entries(
         )
     pinpoints = [list(p) for p in image_processor.image_grid_pinpoints]
     plans = [anyres_plan(s, pinpoints, tile=tile, patch=patch) for s in sizes]
-    token = str(getattr(processor, "image_token", "<image>"))
-    runs = split_image_tokens(
-        input_ids, int(processor.image_token_id), [p.n_tokens for p in plans], token
-    )
-    entries = []
-    for (row, chunk), plan, (width, height) in zip(runs, plans, sizes, strict=True):
-        side = plan.base_side
-        base = PatchGrid(
-            positions=chunk[: side * side],
-            rows=side,
-            cols=side,
-            patch_size=patch,
-            preprocess=Preprocess(
-                style="resize",
-                original_size=(width, height),
-                canvas_size=(width, height),
-                pad_offset=(0, 0),
-                resized_size=(tile, tile),
-                crop_origin=(0, 0),
-                input_size=(tile, tile),
-            ),
+    runs = base.image_runs(processor, input_ids, [p.n_tokens for p in plans])
+    return [
+        ImageEntry(
+            batch=row,
+            original_size=size,
+            grids=plan.grids(chunk, size),
+            cls_position=None,
+            token_positions=chunk,
         )
-        rows, cols = plan.shape
-        stitched = chunk[side * side :].reshape(rows, cols + 1)
-        tiles = PatchGrid(
-            positions=np.ascontiguousarray(stitched[:, :cols]).reshape(-1),
-            rows=rows,
-            cols=cols,
-            patch_size=patch,
-            preprocess=Preprocess(
-                style="pad",
-                original_size=(width, height),
-                canvas_size=(width, height),
-                pad_offset=(0, 0),
-                resized_size=plan.resized,
-                crop_origin=(
-                    plan.kept_cols[0] * patch - plan.paste[0],
-                    plan.kept_rows[0] * patch - plan.paste[1],
-                ),
-                input_size=(cols * patch, rows * patch),
-            ),
-        )
-        entries.append(
-            ImageEntry(
-                batch=row,
-                original_size=(width, height),
-                grids=(base, tiles),
-                cls_position=None,
-                token_positions=chunk,
-            )
-        )
-    return entries
+        for (row, chunk), plan, size in zip(runs, plans, sizes, strict=True)
+    ]

@@ -16,20 +16,13 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
-from jaxtyping import Int
 
 from somprobe.errors import LayoutError
-from somprobe.models.layouts.base import (
-    ImageEntry,
-    PatchGrid,
-    Preprocess,
-    processor_size,
-    split_image_tokens,
-)
+from somprobe.models.layouts import base
+from somprobe.models.layouts.base import ImageEntry, Inputs, PatchGrid, Preprocess, Sizes, TokenIds
 
 NAME = "qwen2_vl"
 PROCESSOR_CLASSES = ("Qwen2VLProcessor", "Qwen2_5_VLProcessor")
@@ -64,7 +57,7 @@ def smart_resize(
     return h_bar, w_bar
 
 
-def _check_inputs(inputs: Mapping[str, Any], n_images: int) -> Any:
+def _check_inputs(inputs: Inputs, n_images: int) -> Any:
     """The inputs' ``image_grid_thw`` (or None); refuses other families' inputs."""
     pixel_values = inputs.get("pixel_values")
     grid_thw = inputs.get("image_grid_thw")
@@ -78,19 +71,13 @@ def _check_inputs(inputs: Mapping[str, Any], n_images: int) -> Any:
         )
     if pixel_values is not None and grid_thw is None:
         raise LayoutError("Qwen2-VL inputs with pixel_values need their image_grid_thw too")
-    if grid_thw is not None and len(grid_thw) != n_images:
-        raise LayoutError(
-            f"{n_images} original image size(s) given but the inputs hold "
-            f"{len(grid_thw)} processed image(s); give one per image, in order"
-        )
+    if grid_thw is not None:
+        base.check_image_count(n_images, len(grid_thw))
     return grid_thw
 
 
 def build_entries(
-    processor: Any,
-    inputs: Mapping[str, Any],
-    input_ids: Int[torch.Tensor, "batch seq"],
-    sizes: list[tuple[int, int]],
+    processor: Any, inputs: Inputs, input_ids: TokenIds, sizes: Sizes
 ) -> list[ImageEntry]:
     """The image entries of a Qwen2-VL / Qwen2.5-VL batch (see the module docstring).
 
@@ -103,7 +90,7 @@ def build_entries(
     patch = int(image_processor.patch_size)
     merge = int(image_processor.merge_size)
     factor = patch * merge
-    size = processor_size(image_processor, "size")
+    size = base.processor_size(image_processor, "size")
     min_pixels = int(size.get("shortest_edge") or getattr(image_processor, "min_pixels", 0) or 0)
     max_pixels = int(size.get("longest_edge") or getattr(image_processor, "max_pixels", 0) or 0)
     resized = []
@@ -129,32 +116,14 @@ def build_entries(
                 f"{expected}; give the images (or sizes) in the order of the processor"
             )
     counts = [(w // factor) * (h // factor) for w, h in resized]
-    token = str(getattr(processor, "image_token", "<|image_pad|>"))
-    runs = split_image_tokens(input_ids, int(processor.image_token_id), counts, token)
-    entries = []
-    for (row, chunk), (w, h), (width, height) in zip(runs, resized, sizes, strict=True):
-        grid = PatchGrid(
-            positions=chunk,
-            rows=h // factor,
-            cols=w // factor,
-            patch_size=factor,
-            preprocess=Preprocess(
-                style="resize",
-                original_size=(width, height),
-                canvas_size=(width, height),
-                pad_offset=(0, 0),
-                resized_size=(w, h),
-                crop_origin=(0, 0),
-                input_size=(w, h),
+    runs = base.image_runs(processor, input_ids, counts, "<|image_pad|>")
+    return [
+        base.one_grid_entry(
+            row,
+            chunk,
+            PatchGrid(
+                chunk, h // factor, w // factor, factor, Preprocess.stretch(original, (w, h))
             ),
         )
-        entries.append(
-            ImageEntry(
-                batch=row,
-                original_size=(width, height),
-                grids=(grid,),
-                cls_position=None,
-                token_positions=chunk,
-            )
-        )
-    return entries
+        for (row, chunk), (w, h), original in zip(runs, resized, sizes, strict=True)
+    ]

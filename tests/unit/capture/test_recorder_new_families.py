@@ -10,19 +10,17 @@ from typing import Any
 import pytest
 import torch
 from PIL import Image
-from somprobe_testing import load_pair
+from somprobe_testing import load_pair, two_prompts
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from somprobe.capture import Recorder, capture, teacher_force
 from somprobe.capture.collector import BackendUnavailableError
 from somprobe.errors import InputError, UnsupportedModelError
 from somprobe.models import (
-    build_prompt,
     build_tiny_llava_next,
     build_tiny_qwen2_5_vl,
     check_inputs,
     check_processor,
-    prepare_inputs,
 )
 from somprobe.models.adapters import SUPPORTED_ARCHITECTURES, adapter_for
 
@@ -38,13 +36,26 @@ def family_pair(request: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def _two_images(processor: Any) -> tuple[list[Image.Image], Any]:
     """A wide and a tall image (different token counts) with prompts of unequal length."""
-    images = [Image.new("RGB", (150, 70), (200, 30, 30)), Image.new("RGB", (40, 120), (0, 90, 200))]
-    images[0].paste((255, 255, 0), (10, 10, 40, 40))
-    prompts = [
-        build_prompt(processor, "Hi."),
-        build_prompt(processor, "List the tagged items in this picture one by one, please."),
-    ]
-    return images, prepare_inputs(processor, images, prompts)
+    return two_prompts(processor, sizes=((150, 70), (40, 120)))
+
+
+def _assert_same_rows(other: Any, native: Any, *, hidden: bool = True) -> None:
+    """Every attention row (and hidden state) of ``native``'s trace is ``other``'s."""
+    assert native.trace.records
+    for r in native.trace.records:
+        torch.testing.assert_close(
+            other.trace.attention(r.batch, r.position),
+            native.trace.attention(r.batch, r.position),
+            atol=TOL,
+            rtol=0,
+        )
+        if hidden:
+            torch.testing.assert_close(
+                other.trace.hidden(r.batch, r.position),
+                native.trace.hidden(r.batch, r.position),
+                atol=TOL,
+                rtol=1e-5,
+            )
 
 
 def _image_counts(inputs: Any, processor: Any) -> list[int]:
@@ -134,20 +145,7 @@ def test_nnsight_equals_native(family_pair: Any, new: int) -> None:
     assert [(r.batch, r.position) for r in other.trace.records] == [
         (r.batch, r.position) for r in native.trace.records
     ]
-    assert native.trace.records
-    for r in native.trace.records:
-        torch.testing.assert_close(
-            other.trace.attention(r.batch, r.position),
-            native.trace.attention(r.batch, r.position),
-            atol=TOL,
-            rtol=0,
-        )
-        torch.testing.assert_close(
-            other.trace.hidden(r.batch, r.position),
-            native.trace.hidden(r.batch, r.position),
-            atol=TOL,
-            rtol=1e-5,
-        )
+    _assert_same_rows(other, native)
     if new:
         assert native.sequences is not None and other.sequences is not None
         assert torch.equal(native.sequences, other.sequences)
@@ -171,14 +169,7 @@ def test_transformer_lens_on_each_family(family_pair: Any) -> None:
         opts = options if not new else {"queries": "generated", "max_new_tokens": new}
         native = capture(sdpa, inputs, **opts) if new else native
         other = capture(sdpa, inputs, backend="transformer_lens", **opts)
-        assert native.trace.records
-        for r in native.trace.records:
-            torch.testing.assert_close(
-                other.trace.attention(r.batch, r.position),
-                native.trace.attention(r.batch, r.position),
-                atol=TOL,
-                rtol=0,
-            )
+        _assert_same_rows(other, native, hidden=False)
     assert sdpa.config.text_config._attn_implementation == "sdpa"
 
 

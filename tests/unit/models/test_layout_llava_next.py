@@ -8,6 +8,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from somprobe_testing import (
+    PAINT_SIZES,
+    check_painted_tokens,
+    check_sizes_out_of_order,
+    check_two_sizes_and_a_forward_pass,
+    layout_of,
+)
 from transformers import AutoProcessor
 from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
@@ -26,42 +33,12 @@ from somprobe.models.tiny_families import build_tiny_llava_next
 torch.set_num_threads(1)
 
 # (width, height): the tiny model's tile is 56 px, its largest canvases 112×112, 168×56, 56×168
-SIZES = {
-    "wide": (200, 90),
-    "tall": (60, 170),
-    "tiny": (9, 13),
-    "square": (100, 100),
-    "very-wide": (300, 40),
-    "larger-than-all-canvases": (500, 260),
-}
+SIZES = {**PAINT_SIZES, "larger-than-all-canvases": (500, 260)}
 
 
 @pytest.fixture(scope="module")
 def next_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
     return load_model(build_tiny_llava_next(tmp_path_factory.mktemp("tiny-next")))
-
-
-def _layout(processor: Any, images: list[Image.Image], questions: list[str]) -> Any:
-    prompts = [build_prompt(processor, q) for q in questions]
-    inputs = prepare_inputs(processor, images, prompts)
-    return inputs, ImageLayout.from_inputs(processor, inputs, images=images)
-
-
-def _painted(width: int, height: int, seed: int) -> tuple[Image.Image, list[np.ndarray]]:
-    """Three rectangles in pure red, green and blue on black, and their masks."""
-    rng = np.random.default_rng(seed)
-    pixels = np.zeros((height, width, 3), np.uint8)
-    masks = []
-    for channel in range(3):
-        x0, y0 = rng.integers(0, max(width - 3, 1)), rng.integers(0, max(height - 3, 1))
-        x1 = rng.integers(x0 + 1, width + 1)
-        y1 = rng.integers(y0 + 1, height + 1)
-        mask = np.zeros((height, width), bool)
-        mask[y0:y1, x0:x1] = True
-        mask &= pixels.sum(-1) == 0
-        pixels[mask, channel] = 255
-        masks.append(mask)
-    return Image.fromarray(pixels), masks
 
 
 def _reference_colours(model: Any, processor: Any, image: Image.Image, resample: Any) -> np.ndarray:
@@ -99,34 +76,21 @@ def _reference_colours(model: Any, processor: Any, image: Image.Image, resample:
 def test_mask_to_tokens_matches_what_the_processor_put_in_each_token(
     next_model: Any, kind: str, seed: int, resample: str
 ) -> None:
-    """Paint rectangles, run the real processor, compare every token (base and tiles)."""
+    """Paint rectangles, run the real processor, compare every token (base and tiles);
+    the newlines (NaN in the reference) have no box."""
     model, processor = next_model
-    image, masks = _painted(*SIZES[kind], seed)
-    _, layout = _layout(processor, [image], ["x"])
-    nearest = resample == "nearest"
-    mode = Image.Resampling.NEAREST if nearest else Image.Resampling.BICUBIC
-    observed = np.clip(_reference_colours(model, processor, image, mode), 0.0, 1.0)
-    assert observed.shape[0] == len(layout.image_token_positions(0))
-    for channel, mask in enumerate(masks):
-        predicted = layout.mask_to_tokens(mask)
-        # the tokens without a box are exactly the newlines
-        np.testing.assert_array_equal(np.isnan(predicted), np.isnan(observed[:, channel]))
-        keep = ~np.isnan(predicted)
-        obs, pred = observed[keep, channel], predicted[keep]
-        error = np.abs(obs - pred)
-        assert error.mean() < 0.02, (kind, channel, error.mean())
-        assert error.max() < 0.2, (kind, channel, error.max())
-        if nearest:  # exact: untouched tokens hold no colour, covered ones are all colour
-            assert (obs[pred == 0.0] == 0.0).all(), (kind, channel)
-            assert (obs[pred >= 1.0 - 1e-9] == 1.0).all(), (kind, channel)
-            assert (pred[obs == 1.0] > 0.8).all() and (pred[obs == 0.0] < 0.2).all()
+
+    def reference(image: Image.Image, mode: Any) -> np.ndarray:
+        return _reference_colours(model, processor, image, mode)
+
+    check_painted_tokens(processor, reference, SIZES[kind], seed, resample)
 
 
 @pytest.mark.parametrize("kind", sorted(SIZES))
 def test_grids_newlines_and_base_geometry(next_model: Any, kind: str) -> None:
     _, processor = next_model
     width, height = SIZES[kind]
-    inputs, layout = _layout(processor, [Image.new("RGB", (width, height))], ["x"])
+    inputs, layout = layout_of(processor, [Image.new("RGB", (width, height))], ["x"])
     found = torch.nonzero(inputs["input_ids"][0] == processor.image_token_id).flatten().numpy()
     tokens = layout.image_token_positions(0)
     np.testing.assert_array_equal(tokens, found)
@@ -159,19 +123,8 @@ def test_grids_newlines_and_base_geometry(next_model: Any, kind: str) -> None:
 
 def test_batch_of_two_sizes_matches_the_processor_and_the_model(next_model: Any) -> None:
     """Different tile counts in one batch (pixel_values padded), and a forward pass."""
-    model, processor = next_model
-    images = [Image.new("RGB", (200, 90), "red"), Image.new("RGB", (30, 170), "blue")]
-    questions = ["Hi.", "List all of the tagged items in this picture one by one, please."]
-    inputs, layout = _layout(processor, images, questions)
+    inputs = check_two_sizes_and_a_forward_pass(*next_model)
     assert inputs["pixel_values"].shape[:2] == (2, 4)  # 3 real tiles + base, and 4
-    ids = inputs["input_ids"]
-    for row in range(2):
-        found = torch.nonzero(ids[row] == processor.image_token_id).flatten().tolist()
-        assert layout.images_in(row) == [row]
-        assert layout.image_token_positions(row).tolist() == found
-    with torch.no_grad():
-        out = model(**inputs)
-    assert out.logits.shape[:2] == ids.shape
 
 
 def test_two_images_in_one_prompt(next_model: Any) -> None:
@@ -265,13 +218,7 @@ def test_next_processor_with_llava_inputs(next_model: Any, llava_processor: Any)
 
 
 def test_sizes_that_differ_from_the_inputs(next_model: Any) -> None:
-    _, processor = next_model
-    images = [Image.new("RGB", (100, 60)), Image.new("RGB", (40, 90))]
-    inputs = prepare_inputs(processor, images, [build_prompt(processor, "x")] * 2)
-    with pytest.raises(LayoutError, match="image_sizes"):
-        ImageLayout.from_inputs(processor, inputs, images=images[::-1])
-    with pytest.raises(LayoutError, match="processed image"):
-        ImageLayout.from_inputs(processor, inputs, images=images[:1])
+    check_sizes_out_of_order(next_model[1], "image_sizes")
 
 
 def test_unknown_processor() -> None:
@@ -281,7 +228,7 @@ def test_unknown_processor() -> None:
 
 def test_bad_masks_and_images(next_model: Any) -> None:
     _, processor = next_model
-    _, layout = _layout(processor, [Image.new("RGB", (70, 50))], ["x"])
+    _, layout = layout_of(processor, [Image.new("RGB", (70, 50))], ["x"])
     with pytest.raises(InputError, match=r"\(50, 70\)"):
         layout.mask_to_tokens(np.ones((70, 50), bool))
     with pytest.raises(InputError, match="image 1 out of range"):

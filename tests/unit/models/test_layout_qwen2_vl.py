@@ -8,6 +8,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from somprobe_testing import (
+    PAINT_SIZES,
+    check_painted_tokens,
+    check_sizes_out_of_order,
+    check_two_sizes_and_a_forward_pass,
+    layout_of,
+)
 from transformers import AutoProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
     smart_resize as hf_smart_resize,
@@ -21,40 +28,12 @@ from somprobe.models.tiny_families import build_tiny_llava_next, build_tiny_qwen
 
 torch.set_num_threads(1)
 
-SIZES = {
-    "wide": (200, 90),
-    "tall": (60, 170),
-    "tiny": (9, 13),
-    "square": (100, 100),
-    "very-wide": (300, 40),
-    "larger-than-max-pixels": (500, 260),
-}
+SIZES = {**PAINT_SIZES, "larger-than-max-pixels": (500, 260)}
 
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
     return load_model(build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-qwen")))
-
-
-def _layout(processor: Any, images: list[Image.Image], questions: list[str]) -> Any:
-    prompts = [build_prompt(processor, q) for q in questions]
-    inputs = prepare_inputs(processor, images, prompts)
-    return inputs, ImageLayout.from_inputs(processor, inputs, images=images)
-
-
-def _painted(width: int, height: int, seed: int) -> tuple[Image.Image, list[np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    pixels = np.zeros((height, width, 3), np.uint8)
-    masks = []
-    for channel in range(3):
-        x0, y0 = rng.integers(0, max(width - 3, 1)), rng.integers(0, max(height - 3, 1))
-        x1, y1 = rng.integers(x0 + 1, width + 1), rng.integers(y0 + 1, height + 1)
-        mask = np.zeros((height, width), bool)
-        mask[y0:y1, x0:x1] = True
-        mask &= pixels.sum(-1) == 0
-        pixels[mask, channel] = 255
-        masks.append(mask)
-    return Image.fromarray(pixels), masks
 
 
 def _reference_colours(processor: Any, image: Image.Image, resample: Any) -> np.ndarray:
@@ -80,29 +59,22 @@ def test_mask_to_tokens_matches_the_merged_patches(
     qwen: Any, kind: str, seed: int, resample: str
 ) -> None:
     _, processor = qwen
-    image, masks = _painted(*SIZES[kind], seed)
-    _, layout = _layout(processor, [image], ["x"])
-    nearest = resample == "nearest"
-    mode = Image.Resampling.NEAREST if nearest else Image.Resampling.BICUBIC
-    observed = np.clip(_reference_colours(processor, image, mode), 0.0, 1.0)
-    assert observed.shape[0] == len(layout.image_token_positions(0))
-    for channel, mask in enumerate(masks):
-        predicted = layout.mask_to_tokens(mask)
-        np.testing.assert_allclose(predicted, layout.mask_to_patches(mask).ravel())
-        obs = observed[:, channel]
-        error = np.abs(obs - predicted)
-        assert error.mean() < 0.02, (kind, channel, error.mean())
-        assert error.max() < 0.2, (kind, channel, error.max())
-        if nearest:
-            assert (obs[predicted == 0.0] == 0.0).all(), (kind, channel)
-            assert (obs[predicted >= 1.0 - 1e-9] == 1.0).all(), (kind, channel)
+
+    def reference(image: Image.Image, mode: Any) -> np.ndarray:
+        return _reference_colours(processor, image, mode)
+
+    layout, masks = check_painted_tokens(processor, reference, SIZES[kind], seed, resample)
+    for mask in masks:  # one grid: the tokens are its patches, row-major
+        np.testing.assert_allclose(
+            layout.mask_to_tokens(mask), layout.mask_to_patches(mask).ravel()
+        )
 
 
 @pytest.mark.parametrize("kind", sorted(SIZES))
 def test_grid_and_vision_markers(qwen: Any, kind: str) -> None:
     _, processor = qwen
     width, height = SIZES[kind]
-    inputs, layout = _layout(processor, [Image.new("RGB", (width, height))], ["x"])
+    inputs, layout = layout_of(processor, [Image.new("RGB", (width, height))], ["x"])
     ids = inputs["input_ids"][0]
     tokens = layout.image_token_positions(0)
     assert tokens.tolist() == torch.nonzero(ids == processor.image_token_id).flatten().tolist()
@@ -120,18 +92,7 @@ def test_grid_and_vision_markers(qwen: Any, kind: str) -> None:
 
 
 def test_batch_of_two_sizes_and_a_forward_pass(qwen: Any) -> None:
-    model, processor = qwen
-    images = [Image.new("RGB", (200, 90), "red"), Image.new("RGB", (30, 170), "blue")]
-    questions = ["Hi.", "List all of the tagged items in this picture one by one, please."]
-    inputs, layout = _layout(processor, images, questions)
-    ids = inputs["input_ids"]
-    for row in range(2):
-        found = torch.nonzero(ids[row] == processor.image_token_id).flatten().tolist()
-        assert layout.images_in(row) == [row]
-        assert layout.image_token_positions(row).tolist() == found
-    with torch.no_grad():
-        out = model(**inputs)
-    assert out.logits.shape[:2] == ids.shape
+    check_two_sizes_and_a_forward_pass(*qwen)
 
 
 def test_token_counts_equal_the_processor_for_many_sizes(qwen: Any) -> None:
@@ -197,10 +158,4 @@ def test_processor_and_inputs_of_different_families(qwen: Any, other_processors:
 
 
 def test_sizes_in_the_wrong_order(qwen: Any) -> None:
-    _, processor = qwen
-    images = [Image.new("RGB", (100, 60)), Image.new("RGB", (40, 90))]
-    inputs = prepare_inputs(processor, images, [build_prompt(processor, "x")] * 2)
-    with pytest.raises(LayoutError, match="image_grid_thw"):
-        ImageLayout.from_inputs(processor, inputs, images=images[::-1])
-    with pytest.raises(LayoutError, match="processed image"):
-        ImageLayout.from_inputs(processor, inputs, images=images[:1])
+    check_sizes_out_of_order(qwen[1], "image_grid_thw")
