@@ -37,6 +37,13 @@ cores); it prints the tables and writes ``benchmarks/results/bench_capture.md``;
 verdict also counts the paired repetitions in which the Recorder was faster. On a GPU add
 ``--device cuda`` (optionally ``--dtype bfloat16``): times then wait for the device, and peak
 memory is the rise of the GPU's peak allocated memory.
+
+Dataset mode: ``python benchmarks/bench_capture.py --dataset N [--width W]`` captures a toy
+eval split of N scenes (tagged 336 px images, "llava-1.5-geometry" model) with
+``capture_dataset`` (teacher-forced listings, tag digits, every layer and head) into a
+trace store, and prints images/s and the peak resident set (``VmHWM``) of the whole
+process, to check that memory stays flat as N grows (one shard held at a time). It
+writes no report.
 """
 
 from __future__ import annotations
@@ -414,6 +421,51 @@ def tables(results: list[dict[str, Any]]) -> tuple[str, list[str]]:
     return "\n".join(lines), verdicts
 
 
+def dataset_mode(args: argparse.Namespace, n: int) -> dict[str, Any]:
+    """Capture ``n`` toy-world records into a trace store; images/s and peak RSS."""
+    import torch
+
+    from somprobe.capture import capture_dataset, toy_eval_items
+    from somprobe.data.toyworld.dataset import write_eval_split
+    from somprobe.data.toyworld.scenes import WorldConfig
+    from somprobe.models import build_tiny_llava, load_model
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="bench-capture-dataset-") as tmp:
+        root = Path(tmp)
+        heads = 8 if args.width <= 256 else args.width // 64
+        folder = build_tiny_llava(
+            root / "model", preset="llava-1.5-geometry", text_width=args.width,
+            text_heads=heads, text_layers=args.layers,
+        )  # fmt: skip
+        write_eval_split(root / "toy" / "eval", WorldConfig(image_size=336), n, progress=False)
+        model, processor = load_model(folder, dtype=args.dtype)
+        model.to(args.device)
+        _settle()
+        before = _status_kib("VmRSS")
+        start = time.perf_counter()
+        store = capture_dataset(
+            model, processor, toy_eval_items(root / "toy"), root / "store",
+            batch_size=args.batch_size, shard_size=args.shard_size, queries="digits",
+            progress=False,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        assert store is not None
+        size = sum(p.stat().st_size for p in (root / "store").rglob("*") if p.is_file())
+        return {
+            "records": n,
+            "seconds": round(seconds, 2),
+            "images_per_s": round(n / seconds, 2),
+            "rss_before_mib": round(before / 1024, 1),
+            "peak_rss_mib": round(_status_kib("VmHWM") / 1024, 1),
+            "store_mib": round(size / 2**20, 2),
+            "captured_tokens": int(store.index["n_queries"].sum()),
+            "width": args.width,
+            "layers": args.layers,
+            "device": args.device,
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[256, 1024])
@@ -425,7 +477,14 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", type=int, help="dataset mode: capture N toy records")
+    parser.add_argument("--width", type=int, default=256, help="dataset mode: text width")
+    parser.add_argument("--batch-size", type=int, default=8, help="dataset mode")
+    parser.add_argument("--shard-size", type=int, default=64, help="dataset mode")
     args = parser.parse_args()
+    if args.dataset:
+        print(json.dumps(dataset_mode(args, args.dataset), indent=2))
+        return
     if args.worker:
         heads = 8 if args.worker <= 256 else args.worker // 64
         result = worker(

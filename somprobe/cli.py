@@ -1,7 +1,8 @@
 """The ``somprobe`` command.
 
 Each area registers its own sub-command group from its own module, so this file only
-assembles them: ``somprobe data ...``, ``somprobe finetune ...``, ``somprobe eval ...``.
+assembles them: ``somprobe data ...``, ``somprobe finetune ...``, ``somprobe eval ...``,
+``somprobe capture ...``.
 It also holds what every command shares, so that the console script, each area's
 ``python -m somprobe.<area>.cli`` (e.g. under ``accelerate launch``) and typer's test
 runner behave alike:
@@ -83,6 +84,7 @@ _SUBCOMMANDS: list[tuple[str, str]] = [
     ("data", "somprobe.data.cli"),
     ("finetune", "somprobe.finetune.cli"),
     ("eval", "somprobe.evals.cli"),
+    ("capture", "somprobe.capture.cli"),
 ]
 
 _APP: typer.Typer | None = None

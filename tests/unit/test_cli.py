@@ -143,6 +143,7 @@ UNWRITABLE: list[tuple[list[str], str | None]] = [
     (["finetune", "train", "MISSING", "BASE", "--output-dir", "BAD/run"], None),
     (["finetune", "merge-lora", "MISSING", "MISSING", "BAD/merged"], None),
     (["eval", "run", "MISSING", "MISSING", "--out", "BAD/results"], None),
+    (["capture", "run", "MISSING", "BAD/store", "--toy", "MISSING"], None),
     (["models", "build-tiny", "BAD/tiny"], None),
 ]
 
@@ -187,6 +188,7 @@ def _module_mains() -> list[tuple[str, list[str]]]:
         ("somprobe.data.cli", ["mix", "BAD/m.json", "--source", "a=BASE"]),
         ("somprobe.finetune.cli", ["train", "MISSING", "BASE", "--output-dir", "BAD/run"]),
         ("somprobe.evals.cli", ["run", "MISSING", "MISSING", "--out", "BAD/r"]),
+        ("somprobe.capture.cli", ["run", "MISSING", "BAD/store", "--toy", "MISSING"]),
         ("somprobe.data.toyworld.__main__", ["BAD/toy", "--train", "1", "--eval", "1"]),
     ]
 
