@@ -39,7 +39,7 @@ typecheck: install
 	$(BIN)/mypy somprobe
 
 pytest: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test: lint typecheck pytest
 

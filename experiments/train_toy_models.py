@@ -464,10 +464,12 @@ def ship(args: argparse.Namespace, arm: str, record: dict[str, Any], data: Path)
     if size > 10 * 1024 * 1024:
         log.warning("%s is %.1f MB, over the 10 MB budget", dest, size / 2**20)
     manifest = load_arms_manifest(data)
+    files = seed_files(args, data, 0)
     card = {**record, "model": f"toy-{arm}", "world": WORLD, "shape": MODEL_SHAPE,
             "data": {"world_config": manifest["config"], "world_seed": manifest["seed"],
                      "pools": manifest["pools"], "som": manifest["som"],
-                     "arm_file": f"train/arms/seed0/{arm}.json", "stage1_file": "train/arms/seed0/stage1.json"},
+                     "arm_file": str(files[arm].relative_to(data)),
+                     "stage1_file": str(files["stage1"].relative_to(data))},
             "gate": args.gate, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "python": platform.python_version(), "torch": torch.__version__}  # fmt: skip
     common.write_json(card, dest / "training.json")
