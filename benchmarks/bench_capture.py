@@ -38,31 +38,24 @@ verdict also counts the paired repetitions in which the Recorder was faster. On 
 ``--device cuda`` (optionally ``--dtype bfloat16``): times then wait for the device, and peak
 memory is the rise of the GPU's peak allocated memory.
 
-Dataset mode: ``python benchmarks/bench_capture.py --dataset N [--width W]`` captures a toy
-eval split of N scenes (tagged 336 px images, "llava-1.5-geometry" model) with
-``capture_dataset`` (teacher-forced listings, tag digits, every layer and head) into a
-trace store, and prints images/s and the peak resident set (``VmHWM``) of the whole
-process, to check that memory stays flat as N grows (one shard held at a time). It
-writes no report.
+The dataset-scale capture is measured by ``bench_capture_dataset.py``, and LLaVA-1.5-7B /
+13B shapes by ``bench_capture_shapes.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import gc
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _measure import measure, torch_calls
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -92,70 +85,52 @@ PEERS = CAPTURE_ALL[1:] + PER_MODE[1:]
 MODES = ("every generated token", "tag tokens only")
 
 
-# -- measuring ------------------------------------------------------------------------------
-def _status_kib(field: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else 0
+# -- the shared setting -------------------------------------------------------------------------
+def bench_inputs(processor: Any, device: str, dtype: Any) -> dict[str, Any]:
+    """One 640×480 image and :data:`QUESTION`, on ``device`` (pixels in ``dtype``)."""
+    from PIL import Image
+
+    from somprobe.models import build_prompt, prepare_inputs
+
+    image = Image.new("RGB", (640, 480), (120, 80, 30))
+    inputs = prepare_inputs(processor, [image], [build_prompt(processor, QUESTION)])
+    return {
+        k: v.to(device, dtype) if k == "pixel_values" else v.to(device) for k, v in inputs.items()
+    }
 
 
-def _settle() -> None:
-    gc.collect()
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+def forced_generation(
+    tokenizer: Any, prompt_length: int, listing: str, device: str
+) -> tuple[dict[str, Any], list[int]]:
+    """``generate`` options that make any model write :data:`LISTINGS` ``[listing]``.
 
-
-def measure(
-    fn: Callable[[], tuple[Any, int]], device: str = "cpu"
-) -> tuple[Any, int, float, float]:
-    """(sequences, captured bytes, seconds, peak memory rise in bytes; NaN where unreadable).
-
-    On CPU the peak is the rise of the process's peak RSS; on a GPU it is the rise of the
-    device's peak allocated memory (torch's allocator) over what was allocated before.
+    Returns the options (greedy, exactly :data:`NEW_TOKENS` new tokens, a logits processor
+    that forces the listing's tokens whatever the random weights say) and the forced ids.
     """
     import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
 
-    _settle()
-    on_gpu = device.startswith("cuda")
-    if on_gpu:
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base = float(torch.cuda.memory_allocated())
-        can_peak = True
-    else:
-        base = _status_kib("VmRSS") * 1024.0
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-            can_peak = True
-        except OSError:
-            can_peak = False
-    start = time.perf_counter()
-    sequences, nbytes = fn()
-    if on_gpu:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    if not can_peak:
-        peak = float("nan")
-    elif on_gpu:
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = _status_kib("VmHWM") * 1024.0 - base
-    return sequences, nbytes, seconds, peak
+    forced = tokenizer(LISTINGS[listing], add_special_tokens=False).input_ids[:NEW_TOKENS]
+    if len(forced) < NEW_TOKENS:
+        raise SystemExit(f"the {listing!r} listing has fewer than {NEW_TOKENS} tokens")
 
+    class ForceListing(LogitsProcessor):
+        def __init__(self) -> None:
+            self.tokens = torch.tensor(forced, device=device)
 
-def torch_calls(fn: Callable[[], object]) -> int:
-    """Top-level torch operator calls of one run (``torch.profiler``, host side).
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            token = self.tokens[input_ids.shape[1] - prompt_length]
+            out = torch.full_like(scores, float("-inf"))
+            out[:, token] = 0.0
+            return out
 
-    On a GPU, at a shape where the host cannot launch kernels as fast as the device runs
-    them, time grows with these calls whatever the sizes; the count does not depend on the
-    device or on a busy machine.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return sum(1 for event in prof.events() if event.cpu_parent is None)
+    options = {
+        "max_new_tokens": NEW_TOKENS,
+        "min_new_tokens": NEW_TOKENS,
+        "do_sample": False,
+        "logits_processor": LogitsProcessorList([ForceListing()]),
+    }
+    return options, forced
 
 
 # -- one width, in its own process --------------------------------------------------------------
@@ -164,12 +139,10 @@ def worker(
 ) -> dict[str, Any]:
     import nnsight
     import torch
-    from PIL import Image
-    from transformers import LogitsProcessor, LogitsProcessorList
 
     from somprobe.capture import capture, digit_token_filter
     from somprobe.capture.tl_backend import build_bridge
-    from somprobe.models import build_prompt, build_tiny_llava, load_model, prepare_inputs
+    from somprobe.models import build_tiny_llava, load_model
 
     torch.manual_seed(0)
     folder = build_tiny_llava(
@@ -185,36 +158,10 @@ def worker(
     tl_model, _ = load_model(folder, dtype=dtype)
     for model in (sdpa, eager, eager_nn, tl_model):
         model.to(device)
-    image = Image.new("RGB", (640, 480), (120, 80, 30))
-    inputs = prepare_inputs(processor, [image], [build_prompt(processor, QUESTION)])
-    inputs = {
-        k: v.to(device, sdpa.dtype) if k == "pixel_values" else v.to(device)
-        for k, v in inputs.items()
-    }
+    inputs = bench_inputs(processor, device, sdpa.dtype)
     prompt_length = int(inputs["input_ids"].shape[1])
     tokenizer = processor.tokenizer
-    forced = tokenizer(LISTINGS[listing], add_special_tokens=False).input_ids[:NEW_TOKENS]
-    if len(forced) < NEW_TOKENS:
-        raise SystemExit(f"the {listing!r} listing has fewer than {NEW_TOKENS} tokens")
-
-    class ForceListing(LogitsProcessor):
-        """Make every method write the same listing, whatever the random weights say."""
-
-        def __init__(self) -> None:
-            self.tokens = torch.tensor(forced, device=device)
-
-        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-            token = self.tokens[input_ids.shape[1] - prompt_length]
-            out = torch.full_like(scores, float("-inf"))
-            out[:, token] = 0.0
-            return out
-
-    generation: dict[str, Any] = {
-        "max_new_tokens": NEW_TOKENS,
-        "min_new_tokens": NEW_TOKENS,
-        "do_sample": False,
-        "logits_processor": LogitsProcessorList([ForceListing()]),
-    }
+    generation, forced = forced_generation(tokenizer, prompt_length, listing, device)
     digits = digit_token_filter(tokenizer)
     bridge = build_bridge(tl_model)  # built once, as a TransformerLens user would
     bridge.tokenizer = tokenizer  # hf_generate reads its EOS id
@@ -421,51 +368,6 @@ def tables(results: list[dict[str, Any]]) -> tuple[str, list[str]]:
     return "\n".join(lines), verdicts
 
 
-def dataset_mode(args: argparse.Namespace, n: int) -> dict[str, Any]:
-    """Capture ``n`` toy-world records into a trace store; images/s and peak RSS."""
-    import torch
-
-    from somprobe.capture import capture_dataset, toy_eval_items
-    from somprobe.data.toyworld.dataset import write_eval_split
-    from somprobe.data.toyworld.scenes import WorldConfig
-    from somprobe.models import build_tiny_llava, load_model
-
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory(prefix="bench-capture-dataset-") as tmp:
-        root = Path(tmp)
-        heads = 8 if args.width <= 256 else args.width // 64
-        folder = build_tiny_llava(
-            root / "model", preset="llava-1.5-geometry", text_width=args.width,
-            text_heads=heads, text_layers=args.layers,
-        )  # fmt: skip
-        write_eval_split(root / "toy" / "eval", WorldConfig(image_size=336), n, progress=False)
-        model, processor = load_model(folder, dtype=args.dtype)
-        model.to(args.device)
-        _settle()
-        before = _status_kib("VmRSS")
-        start = time.perf_counter()
-        store = capture_dataset(
-            model, processor, toy_eval_items(root / "toy"), root / "store",
-            batch_size=args.batch_size, shard_size=args.shard_size, queries="digits",
-            progress=False,
-        )  # fmt: skip
-        seconds = time.perf_counter() - start
-        assert store is not None
-        size = sum(p.stat().st_size for p in (root / "store").rglob("*") if p.is_file())
-        return {
-            "records": n,
-            "seconds": round(seconds, 2),
-            "images_per_s": round(n / seconds, 2),
-            "rss_before_mib": round(before / 1024, 1),
-            "peak_rss_mib": round(_status_kib("VmHWM") / 1024, 1),
-            "store_mib": round(size / 2**20, 2),
-            "captured_tokens": int(store.index["n_queries"].sum()),
-            "width": args.width,
-            "layers": args.layers,
-            "device": args.device,
-        }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[256, 1024])
@@ -477,14 +379,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--dataset", type=int, help="dataset mode: capture N toy records")
-    parser.add_argument("--width", type=int, default=256, help="dataset mode: text width")
-    parser.add_argument("--batch-size", type=int, default=8, help="dataset mode")
-    parser.add_argument("--shard-size", type=int, default=64, help="dataset mode")
     args = parser.parse_args()
-    if args.dataset:
-        print(json.dumps(dataset_mode(args, args.dataset), indent=2))
-        return
     if args.worker:
         heads = 8 if args.worker <= 256 else args.worker // 64
         result = worker(

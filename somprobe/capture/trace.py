@@ -159,10 +159,24 @@ class Trace:
             return pd.DataFrame(columns=[*columns, "weight"])
         return pd.concat(frames, ignore_index=True)
 
-    def nbytes(self) -> int:
-        """Bytes held by the captured tensors (attention + hidden states + keys)."""
-        stores: list[dict[Any, Tensor]] = [self._attention, self._hidden, self._keys]
-        return sum(t.numel() * t.element_size() for store in stores for t in store.values())
+    def nbytes(self, what: str = "all") -> int:
+        """Bytes held by the captured tensors.
+
+        Args:
+            what: ``"all"`` (attention rows + hidden states + key positions),
+                ``"attention"`` or ``"hidden"``.
+
+        Raises:
+            InputError: another ``what``.
+        """
+        stores: dict[str, list[dict[Any, Tensor]]] = {
+            "all": [self._attention, self._hidden, self._keys],
+            "attention": [self._attention],
+            "hidden": [self._hidden],
+        }
+        if what not in stores:
+            raise InputError(f"what must be one of {sorted(stores)}, got {what!r}")
+        return sum(t.numel() * t.element_size() for s in stores[what] for t in s.values())
 
     # -- building -------------------------------------------------------------------------
     def add(

@@ -52,6 +52,7 @@ class TinyLlavaShape:
     text_width: int = 128
     text_heads: int = 4
     num_key_value_heads: int | None = None
+    text_intermediate: int | None = None  # the MLP's width; None: 4 × text_width
     vision_feature_layer: int = -1
     vision_feature_select_strategy: Literal["default", "full"] = "default"
     pad_to_square: bool = False
@@ -81,15 +82,16 @@ class TinyLlavaShape:
             "text_heads",
             "max_position_embeddings",
         )
-        for name in (*counts, "num_key_value_heads", "vision_feature_layer", "seed"):
+        optional = ("num_key_value_heads", "text_intermediate")
+        for name in (*counts, *optional, "vision_feature_layer", "seed"):
             value = getattr(self, name)
-            if name == "num_key_value_heads" and value is None:
+            if name in optional and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InputError(
                     f"invalid tiny LLaVA shape: {name} must be an integer, got {value!r}"
                 )
-            if (name in counts or name == "num_key_value_heads") and value < 1:
+            if (name in counts or name in optional) and value < 1:
                 raise InputError(f"invalid tiny LLaVA shape: {name} must be ≥ 1, got {value}")
         checks = [
             (self.image_size % self.patch_size == 0, "patch_size must divide image_size"),
@@ -163,7 +165,7 @@ def tiny_llava_config(shape: TinyLlavaShape, vocab_size: int, image_token_id: in
     text = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=shape.text_width,
-        intermediate_size=4 * shape.text_width,
+        intermediate_size=shape.text_intermediate or 4 * shape.text_width,
         num_hidden_layers=shape.text_layers,
         num_attention_heads=shape.text_heads,
         num_key_value_heads=shape.num_key_value_heads or shape.text_heads,
@@ -221,7 +223,7 @@ def build_tiny_llava(
         dtype: dtype of the saved weights.
         **shape: any field of :class:`TinyLlavaShape` (image_size, patch_size,
             vision_layers, vision_width, vision_heads, text_layers, text_width,
-            text_heads, num_key_value_heads, vision_feature_layer,
+            text_heads, num_key_value_heads, text_intermediate, vision_feature_layer,
             vision_feature_select_strategy, pad_to_square, seed, ...).
 
     Returns:

@@ -45,12 +45,13 @@ from somprobe.data.tag_qa import tag_questions
 from somprobe.data.toyworld.questions import (
     EXISTS_TEMPLATE,
     POPE_SETTINGS,
+    SceneFacts,
     category_counts,
     instruct_questions,
     pope_negatives,
     present_categories,
 )
-from somprobe.data.toyworld.scenes import ToyObject, ToyScene, WorldConfig, make_scene, tag_scene
+from somprobe.data.toyworld.scenes import ToyScene, WorldConfig, make_scene, tag_scene
 from somprobe.errors import DataFormatError, InputError
 from somprobe.io import atomic_path, atomic_write, check_writable
 from somprobe.tagging.io import save_tagset
@@ -159,7 +160,7 @@ def write_eval_split(
     """Held-out scenes and their evaluation files (single-turn records with ``"eval"``)."""
     from tqdm import tqdm
 
-    scenes: list[tuple[str, list[ToyObject], ToyScene]] = []
+    scenes: list[tuple[str, SceneFacts]] = []  # no pixels: memory flat in ``count``
     listing, qa, instruct = [], [], []
     for key, scene in tqdm(
         iter_scenes(cfg, EVAL, count, seed=seed), total=count, desc="eval scenes",
@@ -193,21 +194,21 @@ def write_eval_split(
             instruct.append(
                 _eval_record(f"instruct_{key}_{j}", f"untagged/{key}.png", q.question, q.answer, t)
             )
-        scenes.append((key, scene.objects, scene))
+        scenes.append((key, SceneFacts.of(scene)))
     written = {
         "scenes": count,
         "listing": _write_lines(listing, root / "listing.json"),
         "tag_qa": _write_lines(qa, root / "tag_qa.json"),
         "instruct": _write_lines(instruct, root / "instruct.json"),
     }
-    popularity = category_counts([s for _, _, s in scenes])
+    popularity = category_counts([s for _, s in scenes])
     for setting in POPE_SETTINGS:
         lines = []
-        for key, _, scene in scenes:
+        for key, facts in scenes:
             rng = rng_for(seed, f"pope/{setting}/{key}")
-            present = present_categories(scene)
+            present = present_categories(facts)
             pos = [present[int(i)] for i in rng.permutation(len(present))[:pope_per_image]]
-            neg = pope_negatives(scene, setting, len(pos), rng, popularity=popularity)
+            neg = pope_negatives(facts, setting, len(pos), rng, popularity=popularity)
             items = [(c, "yes") for c in pos] + [(c, "no") for c in neg]
             for j, (cat, label) in enumerate(items):
                 t = {"task": "pope", "setting": setting, "label": label, "object": cat}

@@ -27,12 +27,46 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
 from somprobe.data.toyworld.scenes import ToyObject, ToyScene, WorldConfig
 from somprobe.errors import InputError
+
+
+class SceneContents(Protocol):
+    """What the existence questions read from a scene: its objects and its world.
+
+    A :class:`~somprobe.data.toyworld.scenes.ToyScene` is one; so is
+    :class:`SceneFacts`, which keeps no image or masks (for holding many scenes).
+    """
+
+    @property
+    def objects(self) -> list[ToyObject]: ...
+
+    @property
+    def config(self) -> WorldConfig: ...
+
+
+@dataclass(frozen=True)
+class SceneFacts:
+    """A scene's objects and world without its pixels (a few hundred bytes, not ~1 MB).
+
+    Example:
+        >>> from somprobe.data.toyworld.scenes import make_scene, world
+        >>> scene = make_scene(world("v2"), 0)
+        >>> present_categories(SceneFacts.of(scene)) == present_categories(scene)
+        True
+    """
+
+    objects: list[ToyObject]
+    config: WorldConfig
+
+    @classmethod
+    def of(cls, scene: SceneContents) -> SceneFacts:
+        return cls(list(scene.objects), scene.config)
+
 
 PopeSetting = Literal["random", "popular", "adversarial"]
 POPE_SETTINGS: tuple[PopeSetting, ...] = ("random", "popular", "adversarial")
@@ -78,7 +112,7 @@ def caption(scene: ToyScene) -> str:
     return f"{head}: {_join(items)}."
 
 
-def present_categories(scene: ToyScene) -> list[str]:
+def present_categories(scene: SceneContents) -> list[str]:
     """Distinct categories in the scene, in reading order."""
     return list(dict.fromkeys(o.category for o in reading_order(scene.objects)))
 
@@ -146,7 +180,7 @@ def instruct_questions(
     return picked
 
 
-def category_counts(scenes: Sequence[ToyScene]) -> dict[str, int]:
+def category_counts(scenes: Sequence[SceneContents]) -> dict[str, int]:
     """How many objects of each category the scenes hold (POPE's "popular" reference)."""
     counts: Counter[str] = Counter()
     for scene in scenes:
@@ -155,7 +189,7 @@ def category_counts(scenes: Sequence[ToyScene]) -> dict[str, int]:
 
 
 def pope_negatives(
-    scene: ToyScene,
+    scene: SceneContents,
     setting: PopeSetting,
     n: int,
     rng: np.random.Generator,
@@ -199,6 +233,8 @@ __all__ = [
     "POPE_SETTINGS",
     "PopeSetting",
     "Question",
+    "SceneContents",
+    "SceneFacts",
     "caption",
     "category_counts",
     "instruct_candidates",

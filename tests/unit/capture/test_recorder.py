@@ -7,7 +7,7 @@ import torch
 from somprobe_testing import two_prompts
 
 from somprobe.capture import Recorder, Trace, digit_token_filter
-from somprobe.errors import CaptureError, UnsupportedModelError
+from somprobe.errors import CaptureError, InputError, UnsupportedModelError
 
 TOL = 1e-5
 
@@ -498,3 +498,22 @@ def test_digit_filter_accepts_a_processor_and_refuses_other_objects(tiny_llava):
     )
     with pytest.raises(InputError, match="tokenizer"):
         digit_token_filter(None)
+
+
+def test_trace_bytes_split_into_attention_and_hidden_states(pair):
+    sdpa, _, processor = pair
+    _, inputs = two_prompts(processor)
+    with Recorder(sdpa, queries=[inputs["input_ids"].shape[1] - 1]) as rec:
+        sdpa(**inputs)
+    trace = rec.trace
+    attention = sum(
+        trace.attention(r.batch, r.position).numel() * 4 for r in trace.records
+    )  # float32 rows
+    hidden = sum(trace.hidden(r.batch, r.position).numel() * 4 for r in trace.records)
+    keys = sum(trace.key_positions(b).numel() * 8 for b in range(2))  # int64 key columns
+    assert attention > 0 and hidden > 0
+    assert trace.nbytes("attention") == attention
+    assert trace.nbytes("hidden") == hidden
+    assert trace.nbytes() == attention + hidden + keys
+    with pytest.raises(InputError, match="what"):
+        trace.nbytes("logits")

@@ -229,3 +229,34 @@ def test_an_evaluation_split_alone(tmp_path) -> None:  # type: ignore[no-untyped
         write_toy_dataset(tmp_path / "d", train_scenes=0, eval_scenes=0, progress=False)
     with pytest.raises(InputError, match="no training scenes"):
         write_toy_dataset(tmp_path / "d", train_scenes=0, eval_scenes=1, mix_records=5)
+
+
+def test_the_evaluation_split_holds_no_scene_pixels_while_it_writes_pope(
+    tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Memory stays flat in the scene count: images are freed scene by scene."""
+    import gc
+    import weakref
+
+    from somprobe.data.toyworld import dataset as module
+
+    images: list[weakref.ref] = []  # type: ignore[type-arg]
+    real_iter, real_write = module.iter_scenes, module._write_lines
+    alive_at_pope: list[int] = []
+
+    def tracking_iter(*args, **kwargs):  # type: ignore[no-untyped-def]
+        for key, scene in real_iter(*args, **kwargs):
+            images.append(weakref.ref(scene.image))
+            yield key, scene
+
+    def tracking_write(lines, path):  # type: ignore[no-untyped-def]
+        if path.name.startswith("pope_"):
+            gc.collect()
+            alive_at_pope.append(sum(ref() is not None for ref in images))
+        return real_write(lines, path)
+
+    monkeypatch.setattr(module, "iter_scenes", tracking_iter)
+    monkeypatch.setattr(module, "_write_lines", tracking_write)
+    module.write_eval_split(tmp_path / "eval", WorldConfig(), 6, progress=False)
+    assert len(images) == 6 and len(alive_at_pope) == 3
+    assert max(alive_at_pope) <= 1  # at most the loop's last scene

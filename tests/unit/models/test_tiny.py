@@ -44,6 +44,8 @@ def test_generate_runs_on_image_and_prompt(tiny_llava):
     ("options", "check"),
     [
         ({"num_key_value_heads": 2}, lambda c: c.text_config.num_key_value_heads == 2),
+        ({"text_intermediate": 344}, lambda c: c.text_config.intermediate_size == 344),
+        ({}, lambda c: c.text_config.intermediate_size == 4 * c.text_config.hidden_size),
         (
             {"vision_feature_select_strategy": "full"},
             lambda c: c.vision_feature_select_strategy == "full" and c.image_seq_length == 65,
@@ -81,6 +83,8 @@ def test_llava_15_geometry_preset_has_576_image_tokens(tmp_path):
         {"image_size": 100, "patch_size": 14},
         {"text_width": 130, "text_heads": 4},
         {"text_heads": 4, "num_key_value_heads": 3},
+        {"text_intermediate": 0},
+        {"text_intermediate": 2.5},
         {"vision_feature_select_strategy": "cls"},
         {"vision_feature_layer": 5},
         {"colour": "red"},
