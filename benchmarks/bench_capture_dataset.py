@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from _measure import RssSampler, load_average, reset_peak_rss, settle, status_kib, write_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -120,7 +121,7 @@ def worker(args: argparse.Namespace, n: int) -> dict[str, Any]:
         before = status_kib("VmRSS") / 1024
         peaked = reset_peak_rss()
         load = load_average()
-        start = time.perf_counter()
+        start, wall_start = time.perf_counter(), time.time()
         with RssSampler(0.5) as rss:
             store = capture_dataset(
                 model, processor, items, store_dir, batch_size=args.batch_size,
@@ -129,6 +130,7 @@ def worker(args: argparse.Namespace, n: int) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         assert store is not None
         size = sum(p.stat().st_size for p in store_dir.rglob("*") if p.is_file())
+        first, last = shard_seconds(store_dir, wall_start, args.shard_size, n)
         result.update(
             capture_s=round(seconds, 2),
             images_per_s=round(n / seconds, 2),
@@ -138,11 +140,29 @@ def worker(args: argparse.Namespace, n: int) -> dict[str, Any]:
             store_mib=round(size / 2**20, 2),
             captured_tokens=int(store.index["n_queries"].sum()),
             load_average=round((load + load_average()) / 2, 2),
+            shard_s_first_tenth=first,
+            shard_s_last_tenth=last,
         )
     finally:
         shutil.rmtree(store_dir, ignore_errors=True)
     print(f"  {n} records: capture {result['capture_s']} s", flush=True)
     return result
+
+
+def shard_seconds(store: Path, start: float, shard_size: int, n: int) -> tuple[float, float]:
+    """Median seconds per full shard in the first and the last tenth of one run.
+
+    A shard is done when its index part is written, so the gaps between the parts'
+    modification times are the shards' durations; comparing the run's two ends shows
+    whether the cost of a record grows with the store, free of the run-to-run speed of
+    the machine. The first shard (model warm-up) and a last, partial shard are left out.
+    """
+    done = sorted(p.stat().st_mtime for p in (store / "shards").glob("*.index.parquet"))
+    gaps = np.diff(np.asarray([start, *done]))[1 : n // shard_size]
+    if len(gaps) < 2:
+        return float("nan"), float("nan")
+    tenth = max(1, len(gaps) // 10)
+    return round(float(np.median(gaps[:tenth])), 2), round(float(np.median(gaps[-tenth:])), 2)
 
 
 def report(results: list[dict[str, Any]]) -> tuple[str, list[str]]:
@@ -163,6 +183,17 @@ def report(results: list[dict[str, Any]]) -> tuple[str, list[str]]:
             f"| {f'{fwd / cap:.3f}' if fwd else '—'} "
             f"| {f'{gen / cap:.3f}' if gen else '—'} | {r['load_average']} |"
         )
+    lines += [
+        "",
+        "Seconds per shard within each run (median of the first and the last tenth "
+        "of its shards; the first shard and a partial last one left out):",
+        "",
+    ]
+    lines += [
+        f"- {r['records']:,} records: {r.get('shard_s_first_tenth')} → "
+        f"{r.get('shard_s_last_tenth')} s"
+        for r in results
+    ]
     lines += ["", "Resident set during each capture (MiB, sampled every 0.5 s, thinned):", ""]
     lines += [f"- {r['records']:,} records: {r['rss_samples_mib']}" for r in results]
     by_n = {r["records"]: r for r in results}
@@ -183,6 +214,15 @@ def report(results: list[dict[str, Any]]) -> tuple[str, list[str]]:
             + ", ".join(f"{c:,}: {p:.1f} s" for c, p in zip(counts, per, strict=True))
             + f" (largest / smallest {spread:+.1%}; linear within 10%: "
             + f"{'met' if spread <= 0.10 else 'MISSED'})"
+        )
+    largest = by_n[counts[-1]]
+    ends = largest.get("shard_s_first_tenth"), largest.get("shard_s_last_tenth")
+    if all(isinstance(v, float) and v == v for v in ends):
+        drift = ends[1] / ends[0] - 1
+        verdicts.append(
+            f"within the {largest['records']:,}-record run: {ends[0]} s per shard in its first "
+            f"tenth, {ends[1]} s in its last ({drift:+.1%}; linear within 10%: "
+            f"{'met' if abs(drift) <= 0.10 else 'MISSED'})"
         )
     for r in results:
         if r.get("plain_generate_s"):
