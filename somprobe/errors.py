@@ -14,6 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import operator
+from typing import Any
+
 
 class SomprobeError(Exception):
     """Base class of every error somprobe raises on purpose."""
@@ -55,6 +58,16 @@ class WriteError(SomprobeError, OSError):
     """An output file or folder cannot be written (no permission, not a folder, disk full)."""
 
 
+def require_int(value: Any, what: str) -> int:
+    """``value`` as an int (bools refused), or an :class:`InputError` naming ``what``."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise InputError(f"{what} must be an integer, got {value!r}")
+
+
 __all__ = [
     "CaptureError",
     "DataFormatError",
@@ -66,4 +79,5 @@ __all__ = [
     "TagMentionError",
     "UnsupportedModelError",
     "WriteError",
+    "require_int",
 ]

@@ -4,6 +4,7 @@ Example:
     $ somprobe capture run models/toy-som runs/capture --toy toy/ --queries digits
     $ somprobe capture run llava-hf/llava-1.5-7b-hf runs/cap --records data.json \\
           --images coco/ --batch-size 16 --shard-size 256 --shard 0/4   # × 4 machines
+    $ somprobe capture run models/toy-som runs/cap-free --toy toy/ --generate 64  # own answers
     $ somprobe capture merge runs/cap
     $ accelerate launch --num_processes 2 -m somprobe.capture.cli run MODEL runs/cap --toy toy/
 
@@ -70,8 +71,15 @@ def run(
     ] = None,
     resume: Annotated[bool, typer.Option(help="Skip shards a previous run finished.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    generate: Annotated[
+        int,
+        typer.Option(
+            help="Let the model answer (greedy, up to N tokens) and capture while it "
+            "writes; 0 teacher-forces the records' answers (then required)."
+        ),
+    ] = 0,
 ) -> None:
-    """Teacher-force each record's answer and store the captures, shard by shard."""
+    """Teacher-force each record's answer (or let the model answer) and store the captures."""
     from somprobe.capture.dataset import capture_dataset, parse_shard
     from somprobe.capture.items import ItemSource, llava_items, toy_eval_items
     from somprobe.capture.store import SETTINGS_FILE
@@ -80,9 +88,13 @@ def run(
     if (records is None) == (toy is None):
         raise InputError("give exactly one of --records FILE or --toy DATASET")
     spec = parse_shard(shard)  # fail on a bad spec before loading anything
+    if generate < 0:
+        raise InputError(f"--generate {generate}: give a token count ≥ 0 (0: teacher forcing)")
     check_writable(out / SETTINGS_FILE)
     source: ItemSource = (
-        llava_items(records, images) if records is not None else toy_eval_items(toy, task)  # type: ignore[arg-type]
+        llava_items(records, images, require_answer=not generate)
+        if records is not None
+        else toy_eval_items(toy, task)  # type: ignore[arg-type]
     )
     if device_map is None and spec is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import PartialState
@@ -94,7 +106,7 @@ def run(
         queries=queries,  # type: ignore[arg-type]
         layers=_indices(layers, "layers"), heads=_indices(heads, "heads"),
         attention=attention, hidden_states=hidden, dtype=store_dtype, shard=spec,
-        resume=resume, progress=progress,
+        resume=resume, progress=progress, max_new_tokens=generate,
     )  # fmt: skip
     if store is None:
         typer.echo(

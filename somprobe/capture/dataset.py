@@ -1,7 +1,9 @@
 """Capture a whole dataset into a sharded trace store: batched, streamed, resumable, splittable.
 
 Records are cut into blocks of ``shard_size`` (block ``k`` = records ``k·S .. (k+1)·S-1``);
-each block is teacher-forced in batches of ``batch_size`` and written as shard ``k``
+each block is teacher-forced in batches of ``batch_size`` (or, with ``max_new_tokens``,
+the model writes its own answer greedily and the capture is taken while it generates) and
+written as shard ``k``
 (:mod:`somprobe.capture.store` describes the files). Only one shard's captures are held
 in memory; images are loaded batch by batch.
 
@@ -56,7 +58,8 @@ from somprobe.capture.store import (
     stored_tensors,
     tensor_spans,
 )
-from somprobe.capture.teacher import TeacherForced, teacher_force
+from somprobe.capture.teacher import teacher_force
+from somprobe.capture.trace import Trace
 from somprobe.errors import DataFormatError, InputError, WriteError
 from somprobe.io import atomic_path, atomic_write
 
@@ -122,8 +125,18 @@ def _materialise(items: Iterable[CaptureItem]) -> Iterable[CaptureItem]:
     return items
 
 
-def _survey(items: Iterable[CaptureItem]) -> tuple[int, str]:
-    """Count and digest the records; refuse duplicates and things that are not items."""
+def _as_count(value: Any) -> int:
+    """``max_new_tokens``: an integer ≥ 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(
+            f"max_new_tokens must be an integer ≥ 0 (0: teacher forcing), got {value!r}"
+        )
+    return value
+
+
+def _survey(items: Iterable[CaptureItem], need_answers: bool = True) -> tuple[int, str]:
+    """Count and digest the records; refuse duplicates, things that are not items and,
+    when ``need_answers``, records without an answer to teacher-force."""
     seen: set[str] = set()
     digest = hashlib.sha256()
     n = 0
@@ -135,6 +148,11 @@ def _survey(items: Iterable[CaptureItem]) -> tuple[int, str]:
                 f"record id {item.record_id!r} appears more than once; a store needs unique ids"
             )
         seen.add(item.record_id)
+        if need_answers and not item.answer:
+            raise DataFormatError(
+                f"record {item.record_id!r} has no answer; teacher forcing needs one to feed "
+                "(or let the model answer: max_new_tokens / --generate N)"
+            )
         for part in (item.record_id, str(item.image), item.question, item.answer):
             digest.update(part.encode("utf-8") + b"\0")
     if not n:
@@ -167,14 +185,18 @@ def _settings(
     attention: bool,
     hidden_states: bool,
     dtype: str | None,
+    max_new_tokens: int,
 ) -> dict[str, Any]:
     config = getattr(model, "config", None)
+    mode: dict[str, Any] = {"mode": "teacher_forced"}
+    if max_new_tokens:
+        mode = {"mode": "generated", "max_new_tokens": max_new_tokens}
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "model": str(getattr(config, "_name_or_path", "") or type(model).__name__),
         "model_type": str(getattr(config, "model_type", "")),
-        "mode": "teacher_forced",
+        **mode,
         "queries": queries,
         "keys": "image",
         "backend": "native",
@@ -215,17 +237,30 @@ def _open_store(root: Path, settings: dict[str, Any], resume: bool, shard: tuple
 
 
 def _record_tensors(
-    result: TeacherForced, b: int, cast: torch.dtype | None, names: Sequence[str]
+    trace: Trace,
+    b: int,
+    ids: Tensor,
+    mask: Tensor,
+    span: tuple[int, int],
+    cast: torch.dtype | None,
+    names: Sequence[str],
+    rows_end: int | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, int]]:
-    """Record ``b`` of a batch capture, shifted out of the batch padding."""
-    ids, mask = result.inputs["input_ids"][b], result.inputs["attention_mask"][b].bool()
+    """Record ``b`` of a batch capture, shifted out of the batch padding.
+
+    ``ids`` and ``mask`` are the record's padded row (prompt and answer), ``span`` its
+    answer's ``(start, end)`` in that row; tokens from ``end`` on are not the record's,
+    and captured rows are kept before ``rows_end`` (default ``end``).
+    """
+    mask = mask.bool()
     pad = int((~mask).sum())
     if bool(mask[:pad].any()) or not bool(mask[pad:].all()):
         raise DataFormatError("the processor did not left-pad the batch; cannot place records")
-    trace = result.trace
-    mine = [r for r in trace.records if r.batch == b]
+    start, end = span
+    limit = end if rows_end is None else rows_end
+    mine = [r for r in trace.records if r.batch == b and r.position < limit]
     out: dict[str, Tensor] = {
-        "input_ids": ids[pad:].to(torch.long).clone(),
+        "input_ids": ids[pad:end].to(torch.long).clone(),
         "queries": torch.tensor(
             [[r.position - pad, r.token_id, r.step] for r in mine], dtype=torch.long
         ).reshape(-1, 3),
@@ -245,13 +280,83 @@ def _record_tensors(
         )
     if "hidden" in names:
         out["hidden"] = stacked([trace.hidden(b, r.position) for r in mine], (0, n_l, 0))
-    start, end = result.answer_spans[b]
-    meta = {
-        "n_tokens": int(ids.numel()) - pad,
-        "answer_start": start - pad,
-        "answer_end": end - pad,
-    }
+    meta = {"n_tokens": end - pad, "answer_start": start - pad, "answer_end": end - pad}
     return out, meta
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The token ids that end generation (the generation config's, else the tokenizer's)."""
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(v) for v in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def _teacher_forced_batch(
+    model: Any, processor: Any, batch: list[CaptureItem], options: dict[str, Any],
+    cast: torch.dtype | None, names: Sequence[str],
+) -> list[tuple[dict[str, Tensor], dict[str, int], str]]:  # fmt: skip
+    """Teacher-force one batch; per record its tensors, index fields and answer text."""
+    result = teacher_force(
+        model, processor, [it.load_image() for it in batch], [it.question for it in batch],
+        [it.answer for it in batch], **options,
+    )  # fmt: skip
+    ids, mask = result.inputs["input_ids"], result.inputs["attention_mask"]
+    return [
+        (*_record_tensors(result.trace, b, ids[b], mask[b], result.answer_spans[b], cast, names),
+         it.answer)
+        for b, it in enumerate(batch)
+    ]  # fmt: skip
+
+
+def _generated_batch(
+    model: Any, processor: Any, batch: list[CaptureItem], options: dict[str, Any],
+    cast: torch.dtype | None, names: Sequence[str], max_new_tokens: int,
+) -> list[tuple[dict[str, Tensor], dict[str, int], str]]:  # fmt: skip
+    """Let the model answer one batch greedily, capturing while it writes.
+
+    A record's answer ends at its first end-of-sequence token (kept); what the batch
+    generated after it is not the record's and is dropped with its captures. The last
+    token written (the end-of-sequence token or the ``max_new_tokens``-th) is never fed
+    back, so it has no captured row.
+    """
+    from somprobe.capture.api import capture
+    from somprobe.models.inputs import build_prompt, prepare_inputs
+
+    tokenizer = processor.tokenizer
+    prompts = [build_prompt(processor, it.question) for it in batch]
+    inputs = prepare_inputs(processor, [it.load_image() for it in batch], prompts)
+    queries = options["queries"]
+    result = capture(
+        model, inputs, queries="generated" if queries == "answer" else queries,
+        layers=options["layers"], heads=options["heads"], attention=options["attention"],
+        hidden_states=options["hidden_states"], max_new_tokens=max_new_tokens,
+    )  # fmt: skip
+    assert result.sequences is not None
+    sequences = result.sequences.detach().to("cpu")
+    prompt_len = int(inputs["input_ids"].shape[1])
+    eos = _eos_ids(model, tokenizer)
+    out = []
+    for b in range(len(batch)):
+        row = sequences[b]
+        end = int(row.numel())
+        for p in range(prompt_len, end):
+            if int(row[p]) in eos:
+                end = p + 1
+                break
+        mask = torch.cat(
+            [inputs["attention_mask"][b].to("cpu"), torch.ones(end - prompt_len, dtype=torch.long)]
+        )
+        # the last token has a row only when other records kept the batch going: drop it
+        tensors, meta = _record_tensors(
+            result.trace, b, row[:end], mask, (prompt_len, end), cast, names, rows_end=end - 1
+        )
+        text = tokenizer.decode(row[prompt_len:end].tolist(), skip_special_tokens=True)
+        out.append((tensors, meta, text))
+    return out
 
 
 def _write_shard(
@@ -259,18 +364,25 @@ def _write_shard(
     shard: int,
     block: list[CaptureItem],
     first_order: int,
-    captured: list[tuple[dict[str, Tensor], dict[str, int]]],
+    captured: list[tuple[dict[str, Tensor], dict[str, int], str]],
     names: Sequence[str],
+    generated: bool,
 ) -> pd.DataFrame:
-    """Write one shard's tensors, then its index part (both atomically); return the part."""
-    tensors = {f"{row}.{name}": t for row, (ts, _) in enumerate(captured) for name, t in ts.items()}
+    """Write one shard's tensors, then its index part (both atomically); return the part.
+
+    ``answer`` is the text captured over: the record's answer when teacher-forced, the
+    model's own when ``generated`` (the record's answer is then kept as ``reference``).
+    """
+    tensors = {
+        f"{row}.{name}": t for row, (ts, _, _) in enumerate(captured) for name, t in ts.items()
+    }
     target = shard_file(root, shard)
     with atomic_path(target) as tmp:
         # one metadata key: safetensors writes a map of several in no fixed order
         save_file(tensors, str(tmp), metadata={"format": f"{FORMAT}/shard-{shard}"})
     spans = tensor_spans(target)
     rows = []
-    for row, (item, (_, meta)) in enumerate(zip(block, captured, strict=True)):
+    for row, (item, (_, meta, text)) in enumerate(zip(block, captured, strict=True)):
         entry: dict[str, Any] = {
             "record_id": item.record_id,
             "order": first_order + row,
@@ -279,7 +391,8 @@ def _write_shard(
             "file": str(target.relative_to(root)),
             "image": str(item.image),
             "question": item.question,
-            "answer": item.answer,
+            "answer": text,
+            **({"reference": item.answer} if generated else {}),
             **meta,
             "n_queries": int(captured[row][0]["queries"].shape[0]),
         }
@@ -337,8 +450,9 @@ def capture_dataset(
     shard: tuple[int, int] | str | None = None,
     resume: bool = True,
     progress: bool = True,
+    max_new_tokens: int = 0,
 ) -> TraceStore | None:
-    """Teacher-force every record and write the captures to a sharded trace store.
+    """Teacher-force every record (or let the model answer) and store the captures, sharded.
 
     Args:
         model, processor: a supported model and its processor.
@@ -361,6 +475,12 @@ def capture_dataset(
         resume: skip the shards a previous run with the same settings finished (False:
             remove this process's shards of a previous run and start over).
         progress: show a progress bar.
+        max_new_tokens: 0 teacher-forces each record's answer. More: the model answers
+            each question greedily (up to this many tokens, to its end-of-sequence token)
+            and the capture is taken while it writes (``queries="answer"``: every
+            generated token that is fed back; ``"digits"``: the generated number tokens).
+            The index's ``answer`` is then the model's text and ``reference`` the
+            record's; records need no answer.
 
     Returns:
         The finished :class:`~somprobe.capture.store.TraceStore`; None for a process of
@@ -370,8 +490,8 @@ def capture_dataset(
     Raises:
         InputError: a bad batch or shard size, shard spec, ``queries`` or ``dtype``; no
             records; an unreadable image; a store made with other settings (resume).
-        DataFormatError: duplicate record ids; a record without image or answer; complete
-            shards that hold other records than this run's.
+        DataFormatError: duplicate record ids; a record without image, or without answer
+            when teacher-forced; complete shards that hold other records than this run's.
         WriteError: the folder cannot be written.
     """
     from tqdm.auto import tqdm
@@ -391,8 +511,9 @@ def capture_dataset(
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise WriteError(f"cannot write a trace store at {root}: it is a file")
+    new_tokens = _as_count(max_new_tokens)
     items = _materialise(items)
-    n_records, digest = _survey(items)
+    n_records, digest = _survey(items, need_answers=not new_tokens)
     predicate = digit_token_filter(processor.tokenizer) if queries == "digits" else "answer"
     from somprobe.capture.recorder import Recorder
 
@@ -401,11 +522,15 @@ def capture_dataset(
         model, n_records=n_records, digest=digest, batch_size=batch_size,
         shard_size=shard_size, queries=queries, layers=list(probe.layers),
         heads=list(probe.heads), attention=bool(attention),
-        hidden_states=bool(hidden_states), dtype=dtype,
+        hidden_states=bool(hidden_states), dtype=dtype, max_new_tokens=new_tokens,
     )  # fmt: skip
     root.mkdir(parents=True, exist_ok=True)
     _open_store(root, settings, resume, spec)
     names = stored_tensors(settings)
+    options: dict[str, Any] = {
+        "queries": predicate, "layers": settings["layers"], "heads": settings["heads"],
+        "attention": bool(attention), "hidden_states": bool(hidden_states),
+    }  # fmt: skip
     cast = _DTYPES[dtype] if dtype is not None else None
     total = -(-n_records // shard_size)
     mine = len(range(index, total, count))
@@ -418,18 +543,16 @@ def capture_dataset(
         if resume and _check_done(root, k, block, first):
             bar.update(1)
             continue
-        captured: list[tuple[dict[str, Tensor], dict[str, int]]] = []
+        captured: list[tuple[dict[str, Tensor], dict[str, int], str]] = []
         for start in range(0, len(block), batch_size):
             batch = block[start : start + batch_size]
-            result = teacher_force(
-                model, processor, [it.load_image() for it in batch],
-                [it.question for it in batch], [it.answer for it in batch],
-                queries=predicate, layers=settings["layers"], heads=settings["heads"],
-                attention=bool(attention), hidden_states=bool(hidden_states),
-            )  # fmt: skip
-            captured.extend(_record_tensors(result, b, cast, names) for b in range(len(batch)))
-            del result
-        _write_shard(root, k, block, first, captured, names)
+            if new_tokens:
+                captured += _generated_batch(
+                    model, processor, batch, options, cast, names, new_tokens
+                )
+            else:
+                captured += _teacher_forced_batch(model, processor, batch, options, cast, names)
+        _write_shard(root, k, block, first, captured, names, generated=bool(new_tokens))
         del captured
         written += 1
         bar.update(1)

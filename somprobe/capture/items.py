@@ -51,17 +51,21 @@ class CaptureItem:
             ) from err
 
 
-def item_from_record(record: LlavaRecord, image_root: Path) -> CaptureItem:
+def item_from_record(
+    record: LlavaRecord, image_root: Path, require_answer: bool = True
+) -> CaptureItem:
     """The item of one LLaVA record: first human turn (without ``<image>``) and first answer.
 
     Raises:
-        DataFormatError: the record has no image or no answer turn.
+        DataFormatError: the record has no image, or no answer turn when ``require_answer``
+            (without it, such a record's answer is ``""``: for captures where the model
+            answers itself).
     """
     if record.image is None:
         raise DataFormatError(
             f"record {record.id!r} has no image; a capture needs one image per record"
         )
-    if len(record.conversations) < 2:
+    if len(record.conversations) < 2 and require_answer:
         raise DataFormatError(
             f"record {record.id!r} has no gpt turn; teacher forcing needs an answer to feed"
         )
@@ -70,7 +74,7 @@ def item_from_record(record: LlavaRecord, image_root: Path) -> CaptureItem:
         record_id=str(record.id),
         image=image_root / record.image,
         question=question,
-        answer=record.conversations[1].value,
+        answer=record.conversations[1].value if len(record.conversations) > 1 else "",
     )
 
 
@@ -81,32 +85,40 @@ class ItemSource:
         path: the records file.
         image_root: the folder the records' image paths are relative to (default: the
             file's folder).
+        require_answer: refuse records without an answer turn (False: their answer is
+            ``""``, for captures where the model answers itself).
 
     Raises:
         InputError: the file does not exist.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        image_root: str | os.PathLike[str] | None = None,
+        require_answer: bool = True,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"no records file at {self.path}; give a LLaVA .json or .jsonl file")
         self.image_root = Path(image_root) if image_root is not None else self.path.parent
+        self.require_answer = require_answer
 
     def __iter__(self) -> Iterator[CaptureItem]:
         for record in iter_records(self.path):
-            yield item_from_record(record, self.image_root)
+            yield item_from_record(record, self.image_root, self.require_answer)
 
     def __repr__(self) -> str:
         return f"ItemSource({str(self.path)!r}, image_root={str(self.image_root)!r})"
 
 
 def llava_items(
-    path: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str] | None = None,
+    require_answer: bool = True,
 ) -> ItemSource:
     """The items of a LLaVA records file (see :class:`ItemSource`)."""
-    return ItemSource(path, image_root)
+    return ItemSource(path, image_root, require_answer)
 
 
 def toy_eval_items(dataset: str | os.PathLike[str], task: str = "listing") -> ItemSource:

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import json
-import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,21 +30,11 @@ from jaxtyping import Float, Int
 from safetensors.torch import save_file
 from torch import Tensor
 
-from somprobe.errors import CaptureError, DataFormatError, InputError
+from somprobe.errors import CaptureError, DataFormatError, InputError, require_int
 from somprobe.io import atomic_path, atomic_write, check_writable, read_safetensors
 
 FORMAT_VERSION = 1
 _FIELDS = ("layers", "heads", "key_mode", "backend", "prompt_length", "records")
-
-
-def _index(value: Any, what: str) -> int:
-    """``value`` as an int, or an :class:`InputError` naming ``what``."""
-    if not isinstance(value, bool):
-        try:
-            return operator.index(value)
-        except TypeError:
-            pass
-    raise InputError(f"{what} must be an integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -101,7 +90,7 @@ class Trace:
         """
         if self.key_mode == "all":
             raise CaptureError("key_mode='all' has one column per position 0..query position")
-        batch = _index(batch, "batch")
+        batch = require_int(batch, "batch")
         if batch not in self._keys:
             raise CaptureError(f"no sequence {batch} in this trace (batches: {sorted(self._keys)})")
         return self._keys[batch]
@@ -120,7 +109,7 @@ class Trace:
     def _get(
         self, store: dict[tuple[int, int], Tensor], what: str, batch: int, position: int
     ) -> Tensor:
-        key = (_index(batch, "batch"), _index(position, "position"))
+        key = (require_int(batch, "batch"), require_int(position, "position"))
         if key not in store:
             captured = sorted(p for b, p in store if b == batch)
             hint = f"captured positions of sequence {batch}: {captured[:20]}" + (
@@ -280,14 +269,14 @@ class Trace:
                     f"{where}: record {i} is {r!r}; expected [batch, position, token_id, step]"
                 )
         try:
-            layers = [_index(v, "layer") for v in meta["layers"]]
-            heads = [_index(v, "head") for v in meta["heads"]]
+            layers = [require_int(v, "layer") for v in meta["layers"]]
+            heads = [require_int(v, "head") for v in meta["heads"]]
             records = [
-                QueryRecord(*(_index(v, "a record field") for v in r)) for r in meta["records"]
+                QueryRecord(*(require_int(v, "a record field") for v in r)) for r in meta["records"]
             ]
             prompt_length = meta["prompt_length"]
             if prompt_length is not None:
-                prompt_length = _index(prompt_length, "prompt_length")
+                prompt_length = require_int(prompt_length, "prompt_length")
         except InputError as err:
             raise DataFormatError(f"{where}: {err}") from err
         if meta["key_mode"] not in ("image", "all"):

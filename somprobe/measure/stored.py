@@ -66,8 +66,11 @@ class StoreInputs:
     mentions: pd.DataFrame
 
 
-def record_layout(record: StoredRecord, processor: Any) -> ImageLayout:
+def record_layout(record: StoredRecord, processor: Any, generated: bool = False) -> ImageLayout:
     """The image layout of a stored record, rebuilt from its image and prompt.
+
+    A teacher-forced record's ids must equal those of its prompt and answer; a
+    ``generated`` record's (the model wrote the answer) must begin with its prompt's.
 
     Raises:
         InputError: the image cannot be read.
@@ -81,10 +84,13 @@ def record_layout(record: StoredRecord, processor: Any) -> ImageLayout:
         raise InputError(
             f"record {record.record_id!r}: cannot read {record.image} ({err})"
         ) from err
-    prompt = build_prompt(processor, record.question, answer=record.answer)
-    inputs = prepare_inputs(processor, [image], [prompt])
+    answer = None if generated else record.answer
+    inputs = prepare_inputs(
+        processor, [image], [build_prompt(processor, record.question, answer=answer)]
+    )
     ids = inputs["input_ids"][0]
-    if ids.shape != record.input_ids.shape or not bool((ids == record.input_ids).all()):
+    stored = record.input_ids[: len(ids)] if generated else record.input_ids
+    if ids.shape != stored.shape or not bool((ids == stored).all()):
         raise DataFormatError(
             f"record {record.record_id!r}: this processor tokenises the record differently "
             "from the capture; use the processor of the captured model"
@@ -99,6 +105,7 @@ def iter_store_inputs(
     if not isinstance(store, TraceStore):
         raise InputError(f"store must be a TraceStore, got {type(store).__name__}")
     tokenizer = getattr(processor, "tokenizer", processor)
+    generated = store.settings.get("mode") == "generated"
     for record in store:
         tagset = tagset_for(record)
         start, end = record.answer_span
@@ -110,7 +117,8 @@ def iter_store_inputs(
             captured = set(record.positions)
             keep = [all(p in captured for p in ps) for ps in mentions["scored_positions"]]
             mentions = mentions[keep].reset_index(drop=True)
-        yield StoreInputs(record, record_layout(record, processor), tagset, mentions)
+        layout = record_layout(record, processor, generated=generated)
+        yield StoreInputs(record, layout, tagset, mentions)
 
 
 def score_store(

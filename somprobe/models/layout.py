@@ -41,7 +41,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from PIL import Image
 
-from somprobe.errors import InputError
+from somprobe.errors import InputError, require_int
 from somprobe.models.layouts import family_for
 from somprobe.models.layouts.base import (
     FloatBox,
@@ -50,7 +50,6 @@ from somprobe.models.layouts.base import (
     Preprocess,
     Style,
     _image_size,
-    _int,
     _size_pair,
 )
 
@@ -73,14 +72,14 @@ class ImageLayout:
         return len(self.images)
 
     def _entry(self, image: int) -> ImageEntry:
-        image = _int(image, "image index")
+        image = require_int(image, "image index")
         if not 0 <= image < len(self.images):
             raise InputError(f"image {image} out of range: the batch has {len(self.images)} images")
         return self.images[image]
 
     def _grid(self, image: int, grid: int) -> PatchGrid:
         grids = self._entry(image).grids
-        grid = _int(grid, "grid index")
+        grid = require_int(grid, "grid index")
         if not 0 <= grid < len(grids):
             raise InputError(
                 f"grid {grid} out of range: image {image} has {len(grids)} grid(s) "

@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,7 +25,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from PIL import Image
 
-from somprobe.errors import InputError, LayoutError
+from somprobe.errors import InputError, LayoutError, require_int
 
 #: "crop": resize the shorter side, cut the center (HF CLIP); "pad": pad to a square or a
 #: tile canvas, then resize; "resize": stretch to the input size (LLaVA-NeXT's base image,
@@ -125,19 +124,10 @@ class Preprocess:
         )
 
 
-def _int(value: Any, what: str) -> int:
-    if not isinstance(value, bool):
-        try:
-            return operator.index(value)
-        except TypeError:
-            pass
-    raise InputError(f"{what} must be an integer, got {value!r}")
-
-
 def _size_pair(size: Any, index: int) -> tuple[int, int]:
     """``(width, height)`` given for image ``index``, as two integers."""
     try:
-        width, height = (_int(v, "size") for v in size)
+        width, height = (require_int(v, "size") for v in size)
     except (InputError, TypeError, ValueError) as err:
         raise InputError(
             f"image size {index} must be (width, height), two integers, got {size!r}"
@@ -216,7 +206,7 @@ class PatchGrid:
 
         With ``clip`` the box is cut to the image (a padding-only patch gives an empty box).
         """
-        index = _int(index, "patch index")
+        index = require_int(index, "patch index")
         if not 0 <= index < self.rows * self.cols:
             raise InputError(f"patch {index} out of range: the grid has {self.rows * self.cols}")
         r, c = divmod(index, self.cols)
