@@ -17,7 +17,10 @@ Positions count in the record's own sequence (no batch padding), so they match a
 single-record ``prepare_inputs`` of the same prompt. The index has one row per record:
 ``record_id, order, shard, row, file, image, question, answer, n_tokens, answer_start,
 answer_end, n_queries`` and, per tensor, ``<name>_shape`` and its byte range in the
-file ``<name>_begin`` / ``<name>_end``. Each safetensors file is opened lazily
+file ``<name>_begin`` / ``<name>_end``. In a store captured while the model answered
+(``store.json`` ``"mode": "generated"``), ``answer`` is the model's text, ``reference``
+the record's own answer, and ``input_ids`` end at the model's end-of-sequence token.
+Each safetensors file is opened lazily
 (``safe_open``), so loading one record reads only that record's bytes.
 
 Example:
