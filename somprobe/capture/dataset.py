@@ -60,7 +60,7 @@ from somprobe.capture.store import (
 )
 from somprobe.capture.teacher import teacher_force
 from somprobe.capture.trace import Trace
-from somprobe.errors import DataFormatError, InputError, WriteError
+from somprobe.errors import DataFormatError, InputError, WriteError, require_int
 from somprobe.io import atomic_path, atomic_write
 
 Queries = Literal["answer", "digits"]
@@ -127,11 +127,10 @@ def _materialise(items: Iterable[CaptureItem]) -> Iterable[CaptureItem]:
 
 def _as_count(value: Any) -> int:
     """``max_new_tokens``: an integer ≥ 0."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InputError(
-            f"max_new_tokens must be an integer ≥ 0 (0: teacher forcing), got {value!r}"
-        )
-    return value
+    count = require_int(value, "max_new_tokens")
+    if count < 0:
+        raise InputError(f"max_new_tokens must be ≥ 0 (0: teacher forcing), got {count}")
+    return count
 
 
 def _survey(items: Iterable[CaptureItem], need_answers: bool = True) -> tuple[int, str]:
@@ -338,15 +337,15 @@ def _generated_batch(
     assert result.sequences is not None
     sequences = result.sequences.detach().to("cpu")
     prompt_len = int(inputs["input_ids"].shape[1])
-    eos = _eos_ids(model, tokenizer)
+    stops = torch.isin(
+        sequences[:, prompt_len:],
+        torch.tensor(sorted(_eos_ids(model, tokenizer)), dtype=torch.long),
+    )
     out = []
     for b in range(len(batch)):
         row = sequences[b]
-        end = int(row.numel())
-        for p in range(prompt_len, end):
-            if int(row[p]) in eos:
-                end = p + 1
-                break
+        hits = stops[b].nonzero()
+        end = prompt_len + int(hits[0]) + 1 if len(hits) else int(row.numel())
         mask = torch.cat(
             [inputs["attention_mask"][b].to("cpu"), torch.ones(end - prompt_len, dtype=torch.long)]
         )
