@@ -12,6 +12,9 @@ every ``comparison.csv`` those runs wrote and puts the seeds side by side:
 * ``seed_spread.csv``: one row per comparison row: the number of seeds that have it, the
   mean, standard deviation, minimum and maximum of the effect over seeds, and how many
   seeds found it significant in each direction. A claim should hold in every seed.
+* ``seed_headline.md``: the README's rows (:data:`HEADLINE`), one column per seed
+  (``effect [low, high]``, ``*`` where that seed's own test found it), then the mean (sd)
+  over seeds and the count of seeds significant in each direction.
 
 Seeds are resampled nowhere: the intervals are each seed's own (by scene); the spread
 over seeds is shown, not tested (three seeds make no test).
@@ -33,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from somprobe.errors import DataFormatError, InputError
+from somprobe.io import atomic_write
 
 JOBS = (
     "attn_alignment",
@@ -44,6 +48,31 @@ JOBS = (
     "listing_eval_control",
     "causal_tags",
 )
+#: The README's headline rows: (label, job, row filter, layers); "mean" is the job's
+#: mean over layers, "—" a row without layers.
+HEADLINE: tuple[tuple[str, str, dict[str, str], tuple[str, ...]], ...] = (
+    ("tag → object, mark-free (mass), SoM − baseline", "attn_alignment",
+     {"metric": "mass_object_markfree", "mode": "teacher_forced"}, ("0", "1", "2", "3")),
+    ("tag → object, mark-free (mass), SoM − control", "attn_alignment_som_vs_control",
+     {"metric": "mass_object_markfree", "mode": "teacher_forced"}, ("0", "1", "2", "3")),
+    ("tag → object, mark-free (mass), control − baseline", "attn_alignment_control",
+     {"metric": "mass_object_markfree", "mode": "teacher_forced"}, ("1",)),
+    ("tag → object, mark-free (share of image attention), SoM − control",
+     "attn_alignment_som_vs_control",
+     {"metric": "image_share_object_markfree", "mode": "teacher_forced"}, ("1",)),
+    ("pointing game, SoM − baseline", "attn_alignment",
+     {"metric": "pointing", "mode": "teacher_forced"}, ("1",)),
+    ("pointing game, SoM − control", "attn_alignment_som_vs_control",
+     {"metric": "pointing", "mode": "teacher_forced"}, ("1",)),
+    ("untagged: answer → object (mass), SoM − baseline", "untagged_attention",
+     {"metric": "mass_object", "tokens": "answer"}, ("mean",)),
+    ("untagged: answer → object (mass), control − baseline", "untagged_attention_control",
+     {"metric": "mass_object", "tokens": "answer"}, ("mean",)),
+    ("POPE adversarial accuracy, SoM − baseline", "listing_eval",
+     {"metric": "accuracy", "task": "pope", "setting": "adversarial"}, ("—",)),
+    ("POPE adversarial accuracy, control − baseline", "listing_eval_control",
+     {"metric": "accuracy", "task": "pope", "setting": "adversarial"}, ("—",)),
+)  # fmt: skip
 #: Columns that carry numbers, not the identity of a comparison row.
 _STATS = {
     "n_pairs", "n_clusters", "n_nan", "n_unmatched_a", "n_unmatched_b", "mean_a", "mean_b",
@@ -126,6 +155,51 @@ def spread(effects: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _layer_text(value: object) -> str:
+    """A layer cell as the headline names it: ``"1"``, ``"mean"``, ``"—"`` (none)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "—"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def headline(effects: pd.DataFrame) -> str:
+    """The :data:`HEADLINE` rows found in ``effects`` as a markdown table (rows of jobs
+    not collected are left out; a seed without the row shows "—")."""
+    seeds = sorted(effects["seed"].unique())
+    layer = (
+        effects["layer"].map(_layer_text) if "layer" in effects else pd.Series("—", effects.index)
+    )
+    lines = [
+        "| comparison | layer | " + " | ".join(f"seed {s}" for s in seeds)
+        + " | mean (sd) over seeds | seeds significant |",
+        "|---|---|" + "---|" * len(seeds) + "---|---|",
+    ]  # fmt: skip
+    for label, job, where, layers in HEADLINE:
+        mine = effects["job"] == job
+        for key, value in where.items():
+            mine &= effects[key].astype(str) == value if key in effects else False
+        for name in layers:
+            rows = effects[mine & (layer == name)].set_index("seed")
+            if rows.empty:
+                continue
+            cells = [
+                f"{r.effect:+.3f} [{r.low:+.3f}, {r.high:+.3f}]{'*' if r.significant else ''}"
+                if s in rows.index and not np.isnan((r := rows.loc[s]).effect) else "—"
+                for s in seeds
+            ]  # fmt: skip
+            eff = rows["effect"].dropna()
+            sd = f"{eff.std():.3f}" if len(eff) > 1 else "—"
+            up = int((rows["significant"] & (rows["effect"] > 0)).sum())
+            down = int((rows["significant"] & (rows["effect"] < 0)).sum())
+            lines.append(
+                f"| {label} | {name} | " + " | ".join(cells)
+                + f" | {eff.mean():+.3f} ({sd}) | {up}↑ {down}↓ of {len(rows)} |"
+            )  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def run(args: argparse.Namespace) -> int:
     seeds = [parse_seed(s) for s in args.seed]
     if len({s for s, _ in seeds}) != len(seeds):
@@ -138,11 +212,15 @@ def run(args: argparse.Namespace) -> int:
     table = spread(effects)
     common.write_csv(effects, args.out / "seed_effects.csv")
     common.write_csv(table, args.out / "seed_spread.csv")
+    text = headline(effects)
+    with atomic_write(args.out / "seed_headline.md") as fh:
+        fh.write(text)
+    print(text)
     print(f"{len(seeds)} seeds, {len(args.jobs)} jobs, {len(table)} comparison rows")
     consistent = table[(table["significant_up"] == table["seeds"])
                        | (table["significant_down"] == table["seeds"])]  # fmt: skip
     print(f"significant in the same direction in every seed: {len(consistent)} rows")
-    print(f"wrote {args.out / 'seed_effects.csv'} and {args.out / 'seed_spread.csv'}")
+    print(f"wrote seed_effects.csv, seed_spread.csv and seed_headline.md to {args.out}")
     return 0
 
 

@@ -14,7 +14,8 @@ object on average; see ``somprobe.data.toyworld.coverage``). Per training seed:
    (captions, colour, shape, count, existence) and digit reading, warmup then a constant
    learning rate, until the **gate** holds on a separate validation split: untagged
    colour and shape accuracy ≥ ``--gate`` (checked every ``--gate-every`` steps). A run
-   that reaches ``--stage1-max-steps`` without passing stops with an error.
+   that reaches ``--stage1-max-steps`` without passing trains no arm; the job goes on
+   with its other seeds and ends with an error naming the seeds that missed.
 2. **Stage 2**, from stage 1, one epoch of each arm file (the instruction records are the
    same records in the same order in every arm; ``somprobe.data.toyworld.arms``):
    ``baseline`` (instruction only), ``som`` (+ S SoM records, listing : tag-QA 1 : 2) and
@@ -178,6 +179,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+class GateMissed(SomprobeError):
+    """Stage 1 of a seed reached --stage1-max-steps without passing the gate."""
+
+
 def device(args: argparse.Namespace) -> str:
     return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -304,7 +309,7 @@ def stage1(args: argparse.Namespace, seed: int, files: dict[str, Path], data: Pa
         log.warning("seed %d: stage 1 missed the gate (%s); stage 2 runs anyway "
                     "(--continue-below-gate)", seed, metrics)  # fmt: skip
     elif not ok:
-        raise SomprobeError(
+        raise GateMissed(
             f"seed {seed}: stage 1 did not pass the gate (colour and shape ≥ {args.gate}) in "
             f"{result.global_step} steps: {metrics}; raise --stage1-max-steps and rerun"
         )
@@ -406,6 +411,7 @@ def train(args: argparse.Namespace, argv: Sequence[str]) -> list[dict[str, Any]]
         seed = int(seed_text)
         return [stage2(args, seed, arm, seed_files(args, data, seed), data)]
     records = []
+    missed: list[str] = []
     for seed in args.seeds:
         files = seed_files(args, data, seed)
         digests = {instruction_digest(files[a]) for a in ARMS}
@@ -414,7 +420,12 @@ def train(args: argparse.Namespace, argv: Sequence[str]) -> list[dict[str, Any]]
                 f"seed {seed}: the arms' instruction records differ; rewrite {data}"
             )
         torch.manual_seed(seed)
-        stage1(args, seed, files, data)
+        try:
+            stage1(args, seed, files, data)
+        except GateMissed as err:  # recorded in its gate.json; the other seeds go on
+            log.error("%s; going on with the other seeds", err)
+            missed.append(str(err))
+            continue
         todo = [
             a for a in args.arms if not (args.work / f"seed{seed}" / a / "scores.json").is_file()
         ]
@@ -426,6 +437,10 @@ def train(args: argparse.Namespace, argv: Sequence[str]) -> list[dict[str, Any]]
             for arm, record in zip(args.arms, records[-len(args.arms) :], strict=True):
                 ship(args, arm, record, data)
     write_results(args)
+    if missed:
+        raise SomprobeError(
+            f"{len(missed)} of {len(args.seeds)} seeds trained no arm: " + " | ".join(missed)
+        )
     return records
 
 

@@ -82,6 +82,16 @@ def test_effects_and_spread_equal_the_inputs(tmp_path: Path) -> None:
     pope_row = table[table["job"] == "listing_eval"].iloc[0]
     assert (pope_row["significant_up"], pope_row["significant_down"]) == (1, 1)
 
+    # the headline table: the README's rows that exist here, one column per seed
+    text = (out / "seed_headline.md").read_text()
+    assert text.splitlines()[0].startswith("| comparison | layer | seed 0 | seed 1 | seed 2 |")
+    assert (
+        "| POPE adversarial accuracy, SoM − baseline | — | +0.200 [+0.100, +0.300]* | "
+        "-0.100 [-0.200, -0.050]* | +0.050 [-0.010, +0.100] | +0.050 (0.150) | 1↑ 1↓ of 3 |"
+    ) in text
+    assert "mark-free" not in text  # rows absent from every seed are left out
+    assert len(text.strip().splitlines()) == 3
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

@@ -49,14 +49,18 @@ def test_smoke_run_trains_three_matched_arms_and_ships_seed_zero(
     # a second run finds everything done and trains nothing
     assert job.main(argv) == 0
     assert json.loads((work / "seed0" / "som" / "scores.json").read_text())["steps"] == 13
-    # the stage-1 gate is enforced: an unreachable gate stops seed 1 after stage 1 with an
-    # error (the same data folder), and no arm of that seed is trained
+    # the stage-1 gate is enforced: an unreachable gate stops seed 1 after stage 1 (the
+    # same data folder) and no arm of that seed is trained; the job goes on with the seed
+    # after it (0: done, so it rewrites the results) and ends with an error naming seed 1
     capsys.readouterr()
-    assert job.main([*argv, "--seeds", "1", "--gate", "0.99"]) == 2
-    assert "did not pass the gate" in capsys.readouterr().err
+    (out / "toy_arms_results.csv").unlink()
+    assert job.main([*argv, "--seeds", "1", "0", "--gate", "0.99"]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 seeds trained no arm" in err and "seed 1: stage 1 did not pass the gate" in err
     gate = json.loads((work / "seed1" / "stage1" / "gate.json").read_text())
     assert gate["passed"] is False and gate["step"] == 8
     assert not (work / "seed1" / "som").exists()
+    assert set(pd.read_csv(out / "toy_arms_results.csv")["seed"]) == {0}
 
 
 @pytest.mark.slow
