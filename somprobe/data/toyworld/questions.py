@@ -143,6 +143,8 @@ def instruct_candidates(
             out["count_attr"].append(Question("count_attr", q, str(colours.get(c, 0))))
     for s in sorted(set(cfg.shapes)):
         if s in shapes or rng.random() < 0.3:
+            # a plain "s" (so "crosss"): the shipped v2 models were trained on this text,
+            # and the v2 data must rebuild exactly; a later world may spell it "crosses"
             q = f"How many {s}s are there?"
             out["count_attr"].append(Question("count_attr", q, str(shapes.get(s, 0))))
     for cat in present_categories(scene):
