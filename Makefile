@@ -37,6 +37,7 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy somprobe
+	$(BIN)/mypy experiments
 
 pytest: install
 	$(BIN)/pytest -q -n 2 --dist loadfile

@@ -28,7 +28,7 @@ import argparse
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import _common as common
 import pandas as pd
@@ -124,7 +124,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def check_args(args: argparse.Namespace) -> list[str]:
+AlignMode = Literal["teacher_forced", "generated"]
+
+
+def check_args(args: argparse.Namespace) -> list[AlignMode]:
     """Reject every argument that would fail later (or measure nothing); return the modes.
     Creates nothing."""
     common.check_model_args(args)
@@ -147,7 +150,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
         if args.regions == "sam" and not args.sam_model:
             raise InputError("--regions sam needs --sam-model (a local or cached SAM)")
     common.check_outputs(args)
-    return modes
+    return [cast(AlignMode, m) for m in modes]
 
 
 def image_source(args: argparse.Namespace) -> str:

@@ -183,7 +183,8 @@ def listing_batch(processor: Any, batch: list[Any]) -> ListingBatch:
             prefix["attention_mask"][b].sum()
         )
         items.append(listing_items(processor.tokenizer, inputs["input_ids"][b], start))
-    return ListingBatch(inputs, ImageLayout.from_inputs(processor, inputs, images=images), items)
+    layout = ImageLayout.from_inputs(processor, inputs, images=images)
+    return ListingBatch(dict(inputs), layout, items)
 
 
 def listing_items(tokenizer: Any, ids: torch.Tensor, start: int) -> list[dict[str, Any]]:
