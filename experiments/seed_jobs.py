@@ -84,8 +84,7 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
     for flag in ("baseline", "som", "control"):
         if not (getattr(args, flag) / "config.json").is_file():
             raise InputError(f"--{flag} {getattr(args, flag)}: no model there (no config.json)")
-    if args.threads < 1:
-        raise InputError(f"--threads must be ≥ 1, got {args.threads}")
+    common.check_positive(args, "threads")
     common.check_folder(args.out, "--out")
     args.out.mkdir(parents=True, exist_ok=True)
     for job, argv in commands(args):
