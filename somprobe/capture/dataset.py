@@ -283,17 +283,6 @@ def _record_tensors(
     return out, meta
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    """The token ids that end generation (the generation config's, else the tokenizer's)."""
-    config = getattr(model, "generation_config", None)
-    eos = getattr(config, "eos_token_id", None)
-    if eos is None:
-        eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        return set()
-    return {int(v) for v in (eos if isinstance(eos, (list, tuple)) else [eos])}
-
-
 def _teacher_forced_batch(
     model: Any, processor: Any, batch: list[CaptureItem], options: dict[str, Any],
     cast: torch.dtype | None, names: Sequence[str],
@@ -323,7 +312,7 @@ def _generated_batch(
     back, so it has no captured row.
     """
     from somprobe.capture.api import capture
-    from somprobe.models.inputs import build_prompt, prepare_inputs
+    from somprobe.models.inputs import answer_ends, build_prompt, eos_token_ids, prepare_inputs
 
     tokenizer = processor.tokenizer
     prompts = [build_prompt(processor, it.question) for it in batch]
@@ -337,15 +326,10 @@ def _generated_batch(
     assert result.sequences is not None
     sequences = result.sequences.detach().to("cpu")
     prompt_len = int(inputs["input_ids"].shape[1])
-    stops = torch.isin(
-        sequences[:, prompt_len:],
-        torch.tensor(sorted(_eos_ids(model, tokenizer)), dtype=torch.long),
-    )
+    ends = answer_ends(sequences, prompt_len, eos_token_ids(model, tokenizer), keep_eos=True)
     out = []
-    for b in range(len(batch)):
+    for b, end in enumerate(ends):
         row = sequences[b]
-        hits = stops[b].nonzero()
-        end = prompt_len + int(hits[0]) + 1 if len(hits) else int(row.numel())
         mask = torch.cat(
             [inputs["attention_mask"][b].to("cpu"), torch.ones(end - prompt_len, dtype=torch.long)]
         )

@@ -52,7 +52,13 @@ from somprobe.measure.align import (
 )
 from somprobe.measure.mentions import find_tag_mentions
 from somprobe.models.adapters import check_processor
-from somprobe.models.inputs import build_prompt, prepare_inputs, to_model
+from somprobe.models.inputs import (
+    answer_ends,
+    build_prompt,
+    eos_token_ids,
+    prepare_inputs,
+    to_model,
+)
 from somprobe.models.layout import ImageLayout
 from somprobe.tagging.types import TaggedImage, TagSet
 
@@ -408,10 +414,6 @@ def _generate(
         )
     out = out.cpu()
     length = inputs["input_ids"].shape[1]
-    eos = processor.tokenizer.eos_token_id
-    spans = []
-    for b in range(out.shape[0]):
-        row = out[b, length:].tolist()
-        end = length + (row.index(eos) if eos in row else len(row))
-        spans.append((length, end))
+    ends = answer_ends(out, length, eos_token_ids(model, processor), keep_eos=False)
+    spans = [(length, end) for end in ends]
     return recorder.trace, layout, out, spans

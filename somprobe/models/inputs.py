@@ -174,3 +174,48 @@ def pad_token_id(tokenizer: Any) -> int | None:
         )
     pad = tokenizer.pad_token_id
     return pad if pad is not None else tokenizer.eos_token_id
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The token ids that end generation: the model's generation config's, else the tokenizer's.
+
+    A processor is accepted for ``tokenizer`` (its ``.tokenizer`` is used). Empty when
+    neither names one.
+    """
+    if not hasattr(tokenizer, "eos_token_id") and hasattr(tokenizer, "tokenizer"):
+        tokenizer = tokenizer.tokenizer
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(v) for v in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def answer_ends(
+    sequences: Tensor, prompt_len: int, eos_ids: Iterable[int], *, keep_eos: bool
+) -> list[int]:
+    """Per generated row, the position where its answer ends (exclusive).
+
+    The answer starts at ``prompt_len`` and ends at its first end-of-sequence token, kept
+    (``keep_eos=True``) or not; a row that never wrote one runs to its last token.
+
+    Example:
+        >>> ends = answer_ends(out, inputs["input_ids"].shape[1], {2}, keep_eos=False)
+        >>> answers = [out[b, inputs["input_ids"].shape[1] : e] for b, e in enumerate(ends)]
+    """
+    if sequences.ndim != 2:
+        raise InputError(f"sequences must be (batch, position), got shape {tuple(sequences.shape)}")
+    if not 0 <= prompt_len <= sequences.shape[1]:
+        raise InputError(
+            f"prompt_len {prompt_len} is outside the sequences' {sequences.shape[1]} positions"
+        )
+    ids = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=sequences.device)
+    stops = torch.isin(sequences[:, prompt_len:], ids)
+    ends = []
+    for row in stops:
+        hits = row.nonzero()
+        ends.append(
+            prompt_len + int(hits[0]) + int(keep_eos) if len(hits) else int(sequences.shape[1])
+        )
+    return ends
