@@ -72,6 +72,55 @@ def _features(model: Any, pixel_values: Tensor) -> Float[Tensor, "batch patch wi
     return feats[:, 1:] if cfg.vision_feature_select_strategy == "default" else feats
 
 
+def check_world_fits(model: Any, config: WorldConfig) -> None:
+    """The world's images and patches are the vision tower's own (one patch, one label).
+
+    Raises:
+        InputError: they are not.
+    """
+    vision = model.config.vision_config
+    if (vision.image_size, vision.patch_size) != (config.image_size, config.patch_size):
+        raise InputError(
+            f"the world draws {config.image_size} px images with {config.patch_size} px "
+            f"patches but the model expects {vision.image_size} px / {vision.patch_size} px"
+        )
+
+
+def vision_patch_features(
+    model: Any, processor: Any, scenes: list[ToyScene], *, batch_size: int = 50
+) -> Float[Tensor, "layer scene patch width"]:
+    """Every vision hidden state (embeddings first) at every patch of ``scenes``.
+
+    The patch tokens are the last ``(image_size / patch_size)²`` of each state (a CLS
+    token before them is dropped); the layer the projector reads is
+    ``model.config.vision_feature_layer`` of these.
+
+    Example:
+        >>> scenes = [make_scene(world("v2"), (0, EVAL_CODE, i)) for i in range(8)]
+        >>> feats = vision_patch_features(model, processor, scenes)  # doctest: +SKIP
+        >>> feats.shape  # doctest: +SKIP
+        torch.Size([5, 8, 64, 128])
+    """
+    if not scenes:
+        raise InputError("vision_patch_features needs at least one scene")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size={batch_size!r}: must be a whole number ≥ 1")
+    vision = model.config.vision_config
+    n_patches = (vision.image_size // vision.patch_size) ** 2
+    tower = adapter_for(model).vision_tower
+    parts = []
+    for start in range(0, len(scenes), batch_size):
+        chunk = scenes[start : start + batch_size]
+        pixels = processor.image_processor([s.image for s in chunk], return_tensors="pt")
+        param = next(tower.parameters())
+        with torch.no_grad():
+            out = tower(
+                pixels["pixel_values"].to(param.device, param.dtype), output_hidden_states=True
+            )
+        parts.append(torch.stack([h[:, -n_patches:] for h in out.hidden_states]).float().cpu())
+    return torch.cat(parts, dim=1)
+
+
 def _batch(
     scenes: list[ToyScene], processor: Any, min_share: float
 ) -> tuple[Tensor, Int[Tensor, "batch patch"], Int[Tensor, "batch patch"], list[PatchLabels]]:
@@ -149,12 +198,8 @@ def warmup_vision(
         raise InputError(f"{out} exists already; warmup_vision writes a new folder")
     check_writable(out)  # creates out.parent; out itself is written at the end
     model, processor = load_model(model_dir, dtype=torch.float32)
+    check_world_fits(model, config)
     vision = model.config.vision_config
-    if (vision.image_size, vision.patch_size) != (config.image_size, config.patch_size):
-        raise InputError(
-            f"the world draws {config.image_size} px images with {config.patch_size} px "
-            f"patches but the model expects {vision.image_size} px / {vision.patch_size} px"
-        )
     torch.manual_seed(seed)
     width = vision.hidden_size
     classes = (len(config.shapes), len(config.colours))
@@ -228,4 +273,10 @@ def load_warmup_result(folder: str | os.PathLike[str]) -> VisionWarmupResult:
     return VisionWarmupResult(**json.loads((Path(folder) / RESULT_FILE).read_text()))
 
 
-__all__ = ["VisionWarmupResult", "load_warmup_result", "warmup_vision"]
+__all__ = [
+    "VisionWarmupResult",
+    "check_world_fits",
+    "load_warmup_result",
+    "vision_patch_features",
+    "warmup_vision",
+]

@@ -16,6 +16,7 @@ from somprobe.finetune.vision_warmup import (
     RESULT_FILE,
     _features,
     load_warmup_result,
+    vision_patch_features,
     warmup_vision,
 )
 from somprobe.models import load_model
@@ -82,3 +83,24 @@ def test_bad_input(tiny_llava_path: Path, tmp_path: Path) -> None:
     (tmp_path / "exists").mkdir()
     with pytest.raises(InputError, match="exists"):
         warmup_vision(tiny_llava_path, tmp_path / "exists", world("v2"), **SMALL)
+
+
+def test_patch_features_hold_every_layer_and_the_projector_input(tiny_llava) -> None:  # type: ignore[no-untyped-def]
+    model, processor = tiny_llava
+    from somprobe.data.toyworld import make_scene
+
+    scenes = [make_scene(world("v2"), i) for i in range(3)]
+    feats = vision_patch_features(model, processor, scenes, batch_size=2)
+    vision = model.config.vision_config
+    grid = vision.image_size // vision.patch_size
+    assert feats.shape == (vision.num_hidden_layers + 1, 3, grid * grid, vision.hidden_size)
+    pixels = processor.image_processor([s.image for s in scenes], return_tensors="pt")
+    with torch.no_grad():
+        reads = _features(model, pixels["pixel_values"])
+    torch.testing.assert_close(feats[model.config.vision_feature_layer], reads)
+    one = vision_patch_features(model, processor, scenes[2:])
+    torch.testing.assert_close(feats[:, 2:], one, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match="at least one scene"):
+        vision_patch_features(model, processor, [])
+    with pytest.raises(InputError, match="batch_size"):
+        vision_patch_features(model, processor, scenes, batch_size=0)
