@@ -10,12 +10,16 @@ Given the seed's ``baseline``, ``som`` and ``control`` model folders, each job o
 * ``causal_tags``: the three models.
 
 A job whose ``comparison.csv`` exists is skipped, so an interrupted run is finished by
-running the same command again. Each job's output goes to ``<out>/<job>.log``.
+running the same command again. Each job's output goes to ``<out>/<job>.log``. With
+``--tables DIR`` (e.g. ``models/seed_tables/seed1``), once every job has finished, each
+job's ``comparison.csv`` and run record (``summary.json`` / ``run.json``, the checkout's
+path left out of the paths in it) are copied to ``DIR/<job>/``: the small part worth
+committing, which is all ``seed_effects.py`` reads.
 
 Example:
     $ python experiments/seed_jobs.py --baseline runs/toy_arms/seed1/baseline \\
           --som runs/toy_arms/seed1/som --control runs/toy_arms/seed1/control \\
-          --out results/seeds/seed1
+          --out results/seeds/seed1 --tables models/seed_tables/seed1
     $ python experiments/seed_effects.py --seed 0=results/seeds/seed0 \\
           --seed 1=results/seeds/seed1 --jobs attn_alignment ... causal_tags
 """
@@ -32,6 +36,7 @@ from pathlib import Path
 import _common as common
 
 from somprobe.errors import InputError, SomprobeError
+from somprobe.io import atomic_write
 
 HERE = Path(__file__).resolve().parent
 #: job → (script, its model arguments); B / S / C stand for the three model folders.
@@ -86,6 +91,8 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
             raise InputError(f"--{flag} {getattr(args, flag)}: no model there (no config.json)")
     common.check_positive(args, "threads")
     common.check_folder(args.out, "--out")
+    if args.tables is not None:
+        common.check_folder(args.tables, "--tables")
     args.out.mkdir(parents=True, exist_ok=True)
     for job, argv in commands(args):
         if (args.out / job / "comparison.csv").is_file():
@@ -96,7 +103,27 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner) -> int:
         if code != 0:
             raise SomprobeError(f"{job} failed (exit code {code}); see {args.out / job}.log")
         print(f"{job}: {time.perf_counter() - t0:.0f} s")
+    if args.tables is not None:
+        copy_tables(args.out, args.tables, args.jobs)
+        print(f"comparison tables and run records copied to {args.tables}")
     return 0
+
+
+RECORDS = ("comparison.csv", "summary.json", "run.json")
+
+
+def copy_tables(out: Path, tables: Path, jobs: Sequence[str]) -> None:
+    """Each job's comparison table and run record, from ``out/<job>`` to ``tables/<job>``
+    (every file written atomically; the repository's own path dropped from the records)."""
+    prefix = f"{HERE.parent}/"
+    for job in jobs:
+        found = [name for name in RECORDS if (out / job / name).is_file()]
+        if "comparison.csv" not in found or len(found) < 2:
+            raise SomprobeError(f"{out / job} lacks its comparison.csv or run record")
+        for name in found:
+            text = (out / job / name).read_text(encoding="utf-8")
+            with atomic_write(tables / job / name) as fh:
+                fh.write(text.replace(prefix, "") if name.endswith(".json") else text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -106,6 +133,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="this seed's results folder")
     p.add_argument("--jobs", nargs="+", choices=list(PLAN), default=list(PLAN))
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    p.add_argument(
+        "--tables", type=Path, default=None,
+        help="copy each job's comparison.csv and run record here when all are done",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     return p
 

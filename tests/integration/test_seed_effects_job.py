@@ -117,3 +117,19 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, capsys, args, message) -> N
     assert err.startswith("seed_effects: error:") and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_committed_seed_tables_hold_every_job_with_its_provenance() -> None:
+    """``models/seed_tables/seed<N>/<job>/``: what seed_effects needs, for seeds trained in
+    different sittings (the training folders are not committed)."""
+    job = load_experiment("seed_effects")
+    root = Path(__file__).resolve().parents[2] / "models" / "seed_tables"
+    folders = sorted(root.glob("seed*"))
+    assert folders, f"no seed tables under {root}"
+    seeds = [(int(f.name.removeprefix("seed")), f) for f in folders]
+    table = job.collect(seeds, job.JOBS)
+    for seed, folder in seeds:
+        assert set(table.loc[table["seed"] == seed, "job"]) == set(job.JOBS)
+        for name in job.JOBS:
+            assert any((folder / name / f).is_file() for f in ("summary.json", "run.json"))
+    assert table["effect"].notna().any() and table["significant"].dtype == bool

@@ -75,3 +75,41 @@ def test_a_missing_model_is_one_clear_line(
     err = capsys.readouterr().err
     assert err.startswith("seed_jobs: error: --som") and "no model there" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_tables_copies_each_jobs_table_and_record_without_the_checkout_path(
+    tmp_path: Path,
+) -> None:
+    runner = load_experiment("seed_jobs")
+    out, tables = tmp_path / "r", tmp_path / "tables"
+    checkout = f"{runner.HERE.parent}/"
+
+    def fake(argv: list[str], log: Path) -> int:
+        folder = out / log.stem
+        folder.mkdir(parents=True)
+        (folder / "comparison.csv").write_text(f"metric,diff\n{log.stem},0.1\n")
+        record = "run.json" if log.stem.startswith("listing") else "summary.json"
+        (folder / record).write_text(f'{{"model": "{checkout}models/toy-som"}}\n')
+        (folder / "scores.csv.gz").write_text("big, not copied")
+        return 0
+
+    argv = [*_models(tmp_path), "--out", str(out), "--tables", str(tables)]
+    assert runner.run(runner.parser().parse_args(argv), runner=fake) == 0
+    for job in runner.PLAN:
+        record = "run.json" if job.startswith("listing") else "summary.json"
+        assert sorted(p.name for p in (tables / job).iterdir()) == sorted(
+            ["comparison.csv", record]
+        )
+        assert (tables / job / "comparison.csv").read_text() == f"metric,diff\n{job},0.1\n"
+        assert (tables / job / record).read_text() == '{"model": "models/toy-som"}\n'
+
+
+def test_tables_refuses_a_job_without_its_run_record(tmp_path: Path) -> None:
+    runner = load_experiment("seed_jobs")
+    out = tmp_path / "r"
+    for job in runner.PLAN:
+        (out / job).mkdir(parents=True)
+        (out / job / "comparison.csv").write_text("x\n")
+    argv = [*_models(tmp_path), "--out", str(out), "--tables", str(tmp_path / "t")]
+    with pytest.raises(runner.SomprobeError, match="run record"):
+        runner.run(runner.parser().parse_args(argv), runner=lambda a, log: 0)
