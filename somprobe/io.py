@@ -7,8 +7,10 @@ the mapping of file-system and file-format failures to somprobe errors.
   removed when it fails. A file is either its old self or completely written, never half.
 * Temporary names carry the writing process's id (``.<name>.<pid>-<random>.tmp``,
   ``.<prefix><pid>-<random>/``). A process killed with ``kill -9`` cannot remove its
-  own; the next writer of the same destination (:func:`atomic_path`) or the next run of
-  the same work (:func:`work_dir`) removes every leftover whose process is gone.
+  own; the next writer of the same destination (:func:`atomic_path`: the leftovers a
+  process finds when it first writes into the folder, which it lists once, so writing
+  many files into one folder stays linear) or the next run of the same work
+  (:func:`work_dir`) removes every leftover whose process is gone.
 * A folder that cannot be created or written raises :class:`~somprobe.errors.WriteError`
   (a ``SomprobeError`` and an ``OSError``) naming the path; a truncated or corrupt
   safetensors file read by :func:`read_safetensors` raises
@@ -37,6 +39,12 @@ from typing import IO, Any
 from somprobe.errors import DataFormatError, WriteError
 
 _STAMP = re.compile(r"(\d+)-[^./]+")
+#: ``.<target>.<pid>-<random>.tmp``: a temporary file of :func:`atomic_path`.
+_TEMP = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)-[^./]+\.tmp")
+#: Per folder (path, device, inode): its temporaries when this process first wrote there,
+#: by target name; listing a folder of N files once instead of at every write keeps
+#: writing N files into it linear in N.
+_TEMPS: dict[tuple[str, int, int], dict[str, list[str]]] = {}
 
 
 def _stamp() -> str:
@@ -84,6 +92,39 @@ def remove_stale(folder: str | os.PathLike[str], prefix: str, suffix: str = "") 
     return removed
 
 
+def _remove_stale_temps(folder: Path, target: str) -> None:
+    """Remove the temporaries of ``folder/target`` left by processes that are gone.
+
+    The folder is listed once per process (the first write into it); a temporary left by
+    a writer killed later is removed by the next process that writes there.
+    """
+    info = folder.stat()
+    key = (str(folder), info.st_dev, info.st_ino)
+    temps = _TEMPS.get(key)
+    if temps is None:
+        temps = {}
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = _TEMP.fullmatch(entry.name)
+                if match is not None:
+                    temps.setdefault(match["target"], []).append(entry.name)
+        _TEMPS[key] = temps
+    kept = []
+    for name in temps.pop(target, []):
+        match = _TEMP.fullmatch(name)
+        assert match is not None
+        if _alive(int(match["pid"])):
+            kept.append(name)
+            continue
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if kept:
+        temps[target] = kept
+
+
 def _writable_folder(folder: Path, target: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -112,7 +153,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     _writable_folder(target.parent, target)
-    remove_stale(target.parent, f".{target.name}.", ".tmp")
+    _remove_stale_temps(target.parent, target.name)
     try:
         fd, name = tempfile.mkstemp(
             prefix=f".{target.name}.{_stamp()}", suffix=".tmp", dir=target.parent

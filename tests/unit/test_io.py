@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +101,48 @@ def test_truncated_safetensors_is_a_data_format_error(tmp_path: Path) -> None:
         read_safetensors(path)
     with pytest.raises(DataFormatError):
         read_safetensors(tmp_path / "missing.safetensors")
+
+
+def test_a_folder_is_listed_once_per_process_and_leftovers_still_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead, alive = _dead_pid(), os.getpid()
+    (tmp_path / f".late.json.{dead}-k1ll3d.tmp").write_text("half")
+    (tmp_path / f".busy.json.{alive}-w0rk1n.tmp").write_text("a writer still at work")
+    listed: list[str] = []
+    real = os.scandir
+
+    def counting(path: Any) -> Any:
+        listed.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    for i in range(5):
+        with atomic_write(tmp_path / f"f{i}.txt") as fh:
+            fh.write("x")
+    for _ in range(2):
+        with atomic_write(tmp_path / "busy.json") as fh:
+            fh.write("{}")
+    assert listed == [str(tmp_path)]
+    assert (tmp_path / f".late.json.{dead}-k1ll3d.tmp").exists()  # not its destination
+    assert (tmp_path / f".busy.json.{alive}-w0rk1n.tmp").exists()  # its writer is alive
+    with atomic_write(tmp_path / "late.json") as fh:  # found in the first listing
+        fh.write("{}")
+    assert not (tmp_path / f".late.json.{dead}-k1ll3d.tmp").exists()
+    assert listed == [str(tmp_path)]
+
+
+def test_a_leftover_made_after_the_listing_goes_with_the_next_process(tmp_path: Path) -> None:
+    with atomic_write(tmp_path / "a.txt") as fh:
+        fh.write("x")
+    stale = tmp_path / f".a.txt.{_dead_pid()}-k1ll3d.tmp"
+    stale.write_text("half")
+    with atomic_write(tmp_path / "a.txt") as fh:  # this process listed the folder already
+        fh.write("y")
+    assert stale.exists()
+    code = (
+        "import sys; from somprobe.io import atomic_write\n"
+        "with atomic_write(sys.argv[1]) as fh: fh.write('z')"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.txt")], check=True)
+    assert not stale.exists() and (tmp_path / "a.txt").read_text() == "z"
