@@ -89,6 +89,23 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
 
 
+def named_paths(specs: list[str], *, label: str = "NAME") -> dict[str, str]:
+    """``--model LABEL=PATH`` options as {label: path}, in order.
+
+    Raises:
+        InputError: a spec without a label or a path, or a label given twice.
+    """
+    named: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--model needs {label}=PATH, got {spec!r}")
+        if name in named:
+            raise InputError(f"--model name {name!r} given twice")
+        named[name] = path
+    return named
+
+
 def add_output_args(p: argparse.ArgumentParser, job: str) -> None:
     """``--out`` (default ``results/<job>`` under the current folder) and ``--figures``
     (default ``<out>/figures``); :func:`resolve_outputs` fills the defaults in."""

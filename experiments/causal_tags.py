@@ -96,14 +96,7 @@ def check_args(args: argparse.Namespace) -> dict[str, str]:
     common.check_positive(args, "limit", "batch_size", "bootstrap")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be ≥ 1, got {args.threads}")
-    models: dict[str, str] = {}
-    for spec in args.model or []:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise InputError(f"--model needs NAME=PATH, got {spec!r}")
-        if name in models:
-            raise InputError(f"--model name {name!r} given twice")
-        models[name] = path
+    models = common.named_paths(args.model or [])
     if not models:  # the shipped arms that are there (the control arm comes with world v2)
         found = {
             "baseline": common.SHIPPED["base"],

@@ -66,17 +66,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--scenes must be ≥ 10 (five folds of whole scenes), got {args.scenes}")
     if args.bootstrap < 0:
         raise InputError(f"--bootstrap must be ≥ 0, got {args.bootstrap}")
-    args.models = dict(_label(m) for m in args.model or [f"seed 0={common.SHIPPED['base']}"])
+    specs = args.model or [f"seed 0={common.SHIPPED['base']}"]
+    args.models = {k: Path(v) for k, v in common.named_paths(specs, label="LABEL").items()}
+    for label, path in args.models.items():
+        if not path.is_dir():
+            raise InputError(f"--model {label}={path}: {path} is not a folder")
     common.check_outputs(args)
-
-
-def _label(text: str) -> tuple[str, Path]:
-    label, sep, path = text.partition("=")
-    if not sep or not label or not path:
-        raise InputError(f"--model {text!r}: give LABEL=PATH")
-    if not Path(path).is_dir():
-        raise InputError(f"--model {text!r}: {path} is not a folder")
-    return label, Path(path)
 
 
 def probe_model(
@@ -89,11 +84,11 @@ def probe_model(
     scenes = [make_scene(cfg, (args.world_seed, SCENE_CODE, i)) for i in range(args.scenes)]
     feats = vision_patch_features(model, processor, scenes)
     labels = [patch_labels(s) for s in scenes]
-    owned = torch.from_numpy(np.stack([lab.owner.ravel() >= 0 for lab in labels]))
-    shape = np.concatenate([lab.shape.ravel() for lab in labels])[owned.numpy().ravel()]
-    colour = np.concatenate([lab.colour.ravel() for lab in labels])[owned.numpy().ravel()]
-    groups = np.repeat(np.arange(len(scenes)), owned.sum(dim=1).numpy())
-    x = feats[:, owned]  # [layer, owned patch, width]
+    owned = np.stack([lab.owner.ravel() >= 0 for lab in labels])  # [scene, patch]
+    shape = np.stack([lab.shape.ravel() for lab in labels])[owned]
+    colour = np.stack([lab.colour.ravel() for lab in labels])[owned]
+    groups = np.repeat(np.arange(len(scenes)), owned.sum(axis=1))
+    x = feats[:, torch.from_numpy(owned)]  # [layer, owned patch, width]
     names = {"shape": np.array(cfg.shapes)[shape - 1], "colour": np.array(cfg.colours)[colour - 1]}
     result = probe_layers(x, names, groups, n_boot=args.bootstrap, seed=args.seed)
     scores = result.scores[result.scores["probe"] == "task"].copy()
@@ -116,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    clocks = (time.perf_counter(), time.process_time())
+    t0 = time.perf_counter()
     parts = [probe_model(label, path, args) for label, path in args.models.items()]
     scores = pd.concat([s for s, _ in parts], ignore_index=True)
     per_shape = pd.concat([p for _, p in parts], ignore_index=True)
@@ -130,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             "scene_seeds": f"({args.world_seed}, {SCENE_CODE}, i) for i < {args.scenes}",
             "bootstrap": args.bootstrap,
             "seed": args.seed,
-            "seconds": round(time.perf_counter() - clocks[0], 1),
+            "seconds": round(time.perf_counter() - t0, 1),
         },
         args.out / "run.json",
     )

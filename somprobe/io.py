@@ -44,7 +44,7 @@ _TEMP = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)-[^./]+\.tmp")
 #: Per folder (path, device, inode): its temporaries when this process first wrote there,
 #: by target name; listing a folder of N files once instead of at every write keeps
 #: writing N files into it linear in N.
-_TEMPS: dict[tuple[str, int, int], dict[str, list[str]]] = {}
+_TEMPS: dict[tuple[str, int, int], dict[str, list[tuple[str, int]]]] = {}
 
 
 def _stamp() -> str:
@@ -107,14 +107,12 @@ def _remove_stale_temps(folder: Path, target: str) -> None:
             for entry in entries:
                 match = _TEMP.fullmatch(entry.name)
                 if match is not None:
-                    temps.setdefault(match["target"], []).append(entry.name)
+                    temps.setdefault(match["target"], []).append((entry.name, int(match["pid"])))
         _TEMPS[key] = temps
     kept = []
-    for name in temps.pop(target, []):
-        match = _TEMP.fullmatch(name)
-        assert match is not None
-        if _alive(int(match["pid"])):
-            kept.append(name)
+    for name, pid in temps.pop(target, []):
+        if _alive(pid):
+            kept.append((name, pid))
             continue
         path = folder / name
         if path.is_dir() and not path.is_symlink():

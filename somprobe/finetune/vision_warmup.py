@@ -108,11 +108,11 @@ def vision_patch_features(
     vision = model.config.vision_config
     n_patches = (vision.image_size // vision.patch_size) ** 2
     tower = adapter_for(model).vision_tower
+    param = next(tower.parameters())
     parts = []
     for start in range(0, len(scenes), batch_size):
         chunk = scenes[start : start + batch_size]
         pixels = processor.image_processor([s.image for s in chunk], return_tensors="pt")
-        param = next(tower.parameters())
         with torch.no_grad():
             out = tower(
                 pixels["pixel_values"].to(param.device, param.dtype), output_hidden_states=True
