@@ -358,3 +358,39 @@ def test_periodic_eval_stop_when_ends_training_early(
         callbacks=[never], **FAST,
     )  # fmt: skip
     assert never.stopped_at is None and result.global_step == 4
+
+
+def test_repeat_runs_and_a_generating_evaluation_leave_training_bit_identical(
+    tiny_llava_path: Path, colour_set, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The same run twice gives the same weights bit for bit, and a periodic evaluation
+    that generates (as the stage-1 gate does) does not change what is trained."""
+    from somprobe.finetune import PeriodicEval
+
+    data, images = colour_set
+    _, processor = load_model(tiny_llava_path)
+    batch = SFTCollator(processor.tokenizer.pad_token_id)(
+        [LlavaSFTDataset(data, images, processor)[0]]
+    )
+
+    def generate(m: Any) -> dict[str, float]:
+        keep = {k: v for k, v in batch.items() if k != "labels"}
+        out = m.generate(**keep, max_new_tokens=3, do_sample=False)
+        return {"tokens": float(out.shape[-1])}
+
+    runs = {
+        "plain": [],
+        "again": [],
+        "evaluated": [PeriodicEval(generate, every=2, at_start=True)],
+    }
+    for name, callbacks in runs.items():
+        finetune(
+            tiny_llava_path, data, images, tmp_path / name, preset="toy", max_steps=6,
+            callbacks=callbacks, **FAST,
+        )  # fmt: skip
+    weights = {name: load_model(tmp_path / name)[0].state_dict() for name in runs}
+    base = load_model(tiny_llava_path)[0].state_dict()
+    assert any(not torch.equal(base[k], weights["plain"][k]) for k in base)  # it trained
+    for name in ("again", "evaluated"):
+        unequal = [k for k in base if not torch.equal(weights["plain"][k], weights[name][k])]
+        assert not unequal, (name, unequal[:3])
