@@ -64,6 +64,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _remove_entry(path: Path) -> None:
+    """Delete a leftover file or folder (a link is unlinked, never followed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def remove_stale(folder: str | os.PathLike[str], prefix: str, suffix: str = "") -> list[Path]:
     """Remove ``folder/<prefix><pid>-<random><suffix>`` files and folders whose process is
     gone (left by a killed run); return what was removed.
@@ -84,10 +92,7 @@ def remove_stale(folder: str | os.PathLike[str], prefix: str, suffix: str = "") 
         match = _STAMP.fullmatch(middle)
         if match is None or _alive(int(match.group(1))):
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        _remove_entry(entry)
         removed.append(entry)
     return removed
 
@@ -114,11 +119,7 @@ def _remove_stale_temps(folder: Path, target: str) -> None:
         if _alive(pid):
             kept.append((name, pid))
             continue
-        path = folder / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        _remove_entry(folder / name)
     if kept:
         temps[target] = kept
 

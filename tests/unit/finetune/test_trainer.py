@@ -368,7 +368,7 @@ def test_repeat_runs_and_a_generating_evaluation_leave_training_bit_identical(
     from somprobe.finetune import PeriodicEval
 
     data, images = colour_set
-    _, processor = load_model(tiny_llava_path)
+    base_model, processor = load_model(tiny_llava_path)
     batch = SFTCollator(processor.tokenizer.pad_token_id)(
         [LlavaSFTDataset(data, images, processor)[0]]
     )
@@ -389,7 +389,7 @@ def test_repeat_runs_and_a_generating_evaluation_leave_training_bit_identical(
             callbacks=callbacks, **FAST,
         )  # fmt: skip
     weights = {name: load_model(tmp_path / name)[0].state_dict() for name in runs}
-    base = load_model(tiny_llava_path)[0].state_dict()
+    base = base_model.state_dict()
     assert any(not torch.equal(base[k], weights["plain"][k]) for k in base)  # it trained
     for name in ("again", "evaluated"):
         unequal = [k for k in base if not torch.equal(weights["plain"][k], weights[name][k])]
