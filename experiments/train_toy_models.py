@@ -187,6 +187,12 @@ def device(args: argparse.Namespace) -> str:
     return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def device_text(args: argparse.Namespace) -> str:
+    """The device, with the thread count on CPU: training is bit-identical given the same
+    start, data and thread count, and not across thread counts (summation order)."""
+    return "cuda" if device(args) == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
 def data_dir(args: argparse.Namespace) -> Path:
     """The arms dataset and the gate split, written once and reused."""
     root = args.work / "data"
@@ -303,7 +309,8 @@ def stage1(args: argparse.Namespace, seed: int, files: dict[str, Path], data: Pa
                   "steps": vision.steps, "shape_accuracy": vision.shape_accuracy,
                   "colour_accuracy": vision.colour_accuracy, "objects": vision.objects,
                   "seconds": vision.seconds},
-              "seconds": round(time.perf_counter() - t0, 1), "max_steps": args.stage1_max_steps}  # fmt: skip
+              "seconds": round(time.perf_counter() - t0, 1), "max_steps": args.stage1_max_steps,
+              "device": device_text(args)}  # fmt: skip
     common.write_json(record, gate_file)
     if not ok and args.continue_below_gate:
         log.warning("seed %d: stage 1 missed the gate (%s); stage 2 runs anyway "
@@ -355,7 +362,7 @@ def stage2(
         "stage2_seconds": round(seconds, 1), "seconds_per_step": result.seconds_per_step,
         "final_loss": result.last_loss, "instruction_digest": instruction_digest(files[arm]),
         "hyperparameters": result.hyperparameters, "held_out": final.to_dict("records"),
-        "device": device(args) if device(args) == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": device_text(args),
     }  # fmt: skip
     common.write_json(record, done)
     return record

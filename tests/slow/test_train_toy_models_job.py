@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from somprobe_testing import load_experiment
 
 from somprobe.models import load_model
@@ -40,6 +41,9 @@ def test_smoke_run_trains_three_matched_arms_and_ships_seed_zero(
     assert steps == {"baseline": 10, "som": 13, "control": 13}  # 320 and 320 + 80 records
     gate = json.loads((work / "seed0" / "stage1" / "gate.json").read_text())
     assert gate["passed"] and gate["step"] == 4
+    # the thread count is recorded: results are bit-identical only for the same one
+    assert gate["device"] == f"cpu ({torch.get_num_threads()} threads)"
+    assert card["device"] == gate["device"]  # --sequential: the arms in this process
     assert gate["vision_warmup"]["steps"] == 3 and gate["vision_warmup"]["objects"] > 0
     assert "Vision warm-up" in (out / "toy-som" / "README.md").read_text()
     results = pd.read_csv(out / "toy_arms_results.csv")
