@@ -17,7 +17,9 @@ every ``comparison.csv`` those runs wrote and puts the seeds side by side:
   over seeds and the count of seeds significant in each direction.
 
 Seeds are resampled nowhere: the intervals are each seed's own (by scene); the spread
-over seeds is shown, not tested (three seeds make no test).
+over seeds is shown, not tested (three seeds make no test). A second training run of one
+seed (the same start and data, e.g. another thread count) goes in as its own column with
+a label of its own (``--seed 3-rerun=...``): it shows the run-to-run variance.
 
 Example:
     $ python experiments/seed_effects.py --seed 0=results --seed 1=results/seeds/seed1 \\
@@ -27,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,15 +85,17 @@ _STATS = {
 }  # fmt: skip
 
 
-def parse_seed(spec: str) -> tuple[int, Path]:
-    """``"1=results/seeds/seed1"`` → ``(1, Path(...))``."""
+def parse_seed(spec: str) -> tuple[str, Path]:
+    """``"1=results/seeds/seed1"`` → ``("1", Path(...))``. The label is the seed, or any
+    short name for a run of one (``3-rerun``): letters, digits, ``.``, ``_``, ``+``, ``-``."""
     seed, sep, folder = spec.partition("=")
     if not sep or not folder:
         raise InputError(f"--seed {spec!r}: write SEED=FOLDER, e.g. 1=results/seeds/seed1")
-    try:
-        return int(seed), Path(folder)
-    except ValueError:
-        raise InputError(f"--seed {spec!r}: the seed must be an integer") from None
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]{1,32}", seed):
+        raise InputError(
+            f"--seed {spec!r}: the label must be 1-32 letters, digits or . _ + - (e.g. 3 or 3-rerun)"
+        )
+    return seed, Path(folder)
 
 
 def read_comparison(path: Path) -> pd.DataFrame:
@@ -118,8 +123,9 @@ def read_comparison(path: Path) -> pd.DataFrame:
     return out
 
 
-def collect(seeds: Sequence[tuple[int, Path]], jobs: Sequence[str]) -> pd.DataFrame:
-    """Every seed's rows of every job; a job missing for a seed is an error, not a gap."""
+def collect(seeds: Sequence[tuple[str, Path]], jobs: Sequence[str]) -> pd.DataFrame:
+    """Every seed's rows of every job, seeds in the order given; a job missing for a seed
+    is an error, not a gap."""
     parts = []
     for seed, folder in seeds:
         for job in jobs:
@@ -166,8 +172,9 @@ def _layer_text(value: object) -> str:
 
 def headline(effects: pd.DataFrame) -> str:
     """The :data:`HEADLINE` rows found in ``effects`` as a markdown table (rows of jobs
-    not collected are left out; a seed without the row shows "—")."""
-    seeds = sorted(effects["seed"].unique())
+    not collected are left out; a seed without the row shows "—"); seeds in the order of
+    ``effects``."""
+    seeds = list(dict.fromkeys(effects["seed"]))
     layer = (
         effects["layer"].map(_layer_text) if "layer" in effects else pd.Series("—", effects.index)
     )
@@ -228,7 +235,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
         "--seed", action="append", required=True,
-        help="SEED=FOLDER holding that seed's job folders (repeat per seed)",
+        help="SEED=FOLDER holding that seed's job folders (repeat per seed; SEED is a label: "
+        "3, or 3-rerun for a second run of seed 3); columns in the order given",
     )  # fmt: skip
     p.add_argument("--jobs", nargs="+", default=list(JOBS[:6]), help=f"from {list(JOBS)}")
     p.add_argument("--out", type=Path, default=Path("results") / "seeds")

@@ -97,7 +97,8 @@ KEEP = {
     ("instruct", "colour", "accuracy"),
     ("instruct", "shape", "accuracy"),
 }
-SMOKE = {"vision_steps": 3, "stage1_records": 320, "instruct_records": 320, "eval_scenes": 12, "gate_scenes": 10,
+SMOKE = {"vision_steps": 3, "stage1_records": 320, "instruct_pool": 320, "instruct_records": 320,
+         "eval_scenes": 12, "gate_scenes": 10,
          "stage1_max_steps": 8, "gate_every": 4, "gate": 0.0, "eval_every": 10,
          "eval_samples": 6, "final_eval_samples": 6}  # fmt: skip
 log = logging.getLogger("train_toy_models")
@@ -114,8 +115,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     p.add_argument("--world-seed", type=int, default=0)
     p.add_argument("--stage1-records", type=int, default=48_000)
+    p.add_argument("--instruct-pool", type=int, default=25_600,
+                   help="instruction records written into the dataset; the stage-1 scenes "
+                   "come after them, so this, not --instruct-records, fixes the data")  # fmt: skip
     p.add_argument("--instruct-records", type=int, default=25_600,
-                   help="stage-2 instruction records (the baseline arm's epoch)")  # fmt: skip
+                   help="stage-2 instruction records (the baseline arm's epoch): the first "
+                   "of the pool, at most --instruct-pool")  # fmt: skip
     p.add_argument("--som-share", type=float, default=0.25,
                    help="S, the SoM (and control) records, as a share of the instruction records")  # fmt: skip
     p.add_argument("--eval-scenes", type=int, default=500)
@@ -151,6 +156,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 setattr(args, key, value)
     for flag, value, low in (
         ("--stage1-records", args.stage1_records, 1), ("--instruct-records", args.instruct_records, 1),
+        ("--instruct-pool", args.instruct_pool, 1),
         ("--eval-scenes", args.eval_scenes, 1), ("--gate-scenes", args.gate_scenes, 1),
         ("--gate-every", args.gate_every, 1), ("--stage1-max-steps", args.stage1_max_steps, 1),
         ("--batch-size", args.batch_size, 1), ("--eval-every", args.eval_every, 1),
@@ -161,6 +167,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"{flag} must be ≥ {low}, got {value}")
     if any(s < 0 for s in args.seeds) or len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds must be distinct whole numbers ≥ 0, got {args.seeds}")
+    if args.instruct_records > args.instruct_pool:
+        p.error(f"--instruct-records {args.instruct_records} exceeds --instruct-pool "
+                f"{args.instruct_pool}")  # fmt: skip
     if not 0 < args.som_share <= 1:
         p.error(f"--som-share must lie in (0, 1], got {args.som_share}")
     if not 0 <= args.gate <= 1:
@@ -194,13 +203,16 @@ def device_text(args: argparse.Namespace) -> str:
 
 
 def data_dir(args: argparse.Namespace) -> Path:
-    """The arms dataset and the gate split, written once and reused."""
+    """The arms dataset and the gate split, written once and reused; a dataset written
+    with other sizes or seed is an error, never silently trained on."""
     root = args.work / "data"
-    if not (root / "manifest.json").is_file():
+    if (root / "manifest.json").is_file():
+        check_dataset(load_arms_manifest(root), args, root)
+    else:
         log.info("writing the %s world's arms dataset to %s", WORLD, root)
         write_arms_dataset(
             root, config=world(WORLD), stage1_records=args.stage1_records,
-            instruct_records=args.instruct_records, som_share=args.som_share,
+            instruct_records=args.instruct_pool, som_share=args.som_share,
             eval_scenes=args.eval_scenes, seed=args.world_seed, progress=not args.no_progress,
             coverage_scenes=20 if args.smoke else 500,
         )  # fmt: skip
@@ -209,6 +221,23 @@ def data_dir(args: argparse.Namespace) -> Path:
         write_eval_split(gate, world(WORLD), args.gate_scenes, seed=args.world_seed + 1000,
                          progress=False)  # fmt: skip
     return root
+
+
+def check_dataset(manifest: Mapping[str, Any], args: argparse.Namespace, root: Path) -> None:
+    """Raise when the dataset in ``root`` was written with other arguments than ``args``
+    (which scenes are drawn depends on them all)."""
+    pools = manifest["pools"]
+    wanted = {"--world-seed": (manifest["seed"], args.world_seed),
+              "--stage1-records": (pools["stage1"], args.stage1_records),
+              "--instruct-pool": (pools["instruct"], args.instruct_pool),
+              "--som-share": (manifest["som"]["share"], args.som_share),
+              "--eval-scenes": (manifest["eval"]["files"]["scenes"], args.eval_scenes)}  # fmt: skip
+    differ = [f"{flag} {have} (asked: {asked})" for flag, (have, asked) in wanted.items()
+              if have != asked]  # fmt: skip
+    if differ:
+        raise SomprobeError(
+            f"{root} was written with {', '.join(differ)}; pass those values or use another --work"
+        )
 
 
 def seed_files(args: argparse.Namespace, data: Path, seed: int) -> dict[str, Path]:

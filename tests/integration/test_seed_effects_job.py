@@ -93,10 +93,25 @@ def test_effects_and_spread_equal_the_inputs(tmp_path: Path) -> None:
     assert len(text.strip().splitlines()) == 3
 
 
+def test_a_rerun_of_a_seed_is_a_column_of_its_own_in_the_order_given(tmp_path: Path) -> None:
+    """A second training run of one seed (e.g. another thread count) gets its own label;
+    columns follow the command line, not a sort."""
+    job = load_experiment("seed_effects")
+    _write(tmp_path)  # s0, s1, s2
+    relabelled = ["--seed", f"3-rerun={tmp_path / 's2'}", "--seed", f"3={tmp_path / 's0'}"]
+    out = tmp_path / "out"
+    assert job.main([*relabelled, "--jobs", "listing_eval", "--out", str(out)]) == 0
+    header = (out / "seed_headline.md").read_text().splitlines()[0]
+    assert header.startswith("| comparison | layer | seed 3-rerun | seed 3 |"), header
+    effects = pd.read_csv(out / "seed_effects.csv", dtype={"seed": str})
+    assert effects.set_index("seed")["effect"].to_dict() == {"3-rerun": 0.05, "3": 0.2}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--seed", "zero={tmp}/s0"], "integer"),
+        (["--seed", "seed 0={tmp}/s0"], "the label must be"),
+        (["--seed", "={tmp}/s0"], "the label must be"),
         (["--seed", "0"], "SEED=FOLDER"),
         (["--seed", "0={tmp}/s0", "--seed", "0={tmp}/s1"], "once"),
         (["--seed", "0={tmp}/s0", "--jobs", "attn_alignment", "probe_tags"], "unknown job"),
@@ -126,7 +141,7 @@ def test_committed_seed_tables_hold_every_job_with_its_provenance() -> None:
     root = Path(__file__).resolve().parents[2] / "models" / "seed_tables"
     folders = sorted(root.glob("seed*"))
     assert folders, f"no seed tables under {root}"
-    seeds = [(int(f.name.removeprefix("seed")), f) for f in folders]
+    seeds = [(f.name.removeprefix("seed"), f) for f in folders]
     table = job.collect(seeds, job.JOBS)
     for seed, folder in seeds:
         assert set(table.loc[table["seed"] == seed, "job"]) == set(job.JOBS)

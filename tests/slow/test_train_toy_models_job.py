@@ -77,6 +77,7 @@ def test_smoke_run_trains_three_matched_arms_and_ships_seed_zero(
         (["--gate", "1.5"], "--gate must lie in [0, 1]"),
         (["--som-share", "0"], "--som-share must lie in (0, 1]"),
         (["--out", "{tmp}/file.txt/m"], "file.txt is a file"),
+        (["--instruct-records", "30000"], "exceeds --instruct-pool 25600"),
     ],
 )
 def test_training_job_rejects_bad_arguments_before_writing(
@@ -89,3 +90,32 @@ def test_training_job_rejects_bad_arguments_before_writing(
         job.main([*argv, *(a.replace("{tmp}", str(tmp_path)) for a in extra)])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "m").exists() and not (tmp_path / "w").exists()
+
+
+def test_a_dataset_written_with_other_sizes_is_refused_not_reused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stage-1 scenes come after the instruction pool, so a dataset written with another
+    pool (or seed, sizes) holds other data: the job refuses it instead of training on it."""
+    job = load_experiment("train_toy_models")
+    work = tmp_path / "w"
+    argv = ["--smoke", "--out", str(tmp_path / "m"), "--work", str(work), "--no-progress",
+            "--stage1-max-steps", "1", "--vision-steps", "0", "--arms", "som"]  # fmt: skip
+    args = job.parse_args(argv)
+    job.data_dir(args)  # writes the smoke dataset (instruction pool 320)
+    job.data_dir(args)  # the same arguments: reused
+    for extra, message in (
+        (
+            ["--instruct-pool", "640", "--instruct-records", "320"],
+            "--instruct-pool 320 (asked: 640)",
+        ),
+        (["--world-seed", "3"], "--world-seed 0 (asked: 3)"),
+        (["--stage1-records", "640"], "--stage1-records 320 (asked: 640)"),
+    ):
+        assert job.main([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "another --work" in err, err
+    assert not (work / "seed0").exists()  # refused before any training
+    # a smaller --instruct-records is a matched subset of the same pool, not new data
+    small = job.parse_args([*argv, "--instruct-records", "160"])
+    job.check_dataset(job.load_arms_manifest(work / "data"), small, work / "data")
