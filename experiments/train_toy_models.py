@@ -242,13 +242,9 @@ def check_dataset(manifest: Mapping[str, Any], args: argparse.Namespace, root: P
 
 def seed_files(args: argparse.Namespace, data: Path, seed: int) -> dict[str, Path]:
     """The arm files of ``seed``: the whole pools, or the first --instruct-records of them
-    (and S = --som-share of that) when the dataset was written larger."""
+    (and S = --som-share of that) when the pool is larger. ``data`` comes from
+    :func:`data_dir`, which checked its pool against --instruct-pool (≥ --instruct-records)."""
     pools = load_arms_manifest(data)["pools"]
-    if pools["instruct"] < args.instruct_records:
-        raise SomprobeError(
-            f"{data} holds {pools['instruct']} instruction records, fewer than "
-            f"--instruct-records {args.instruct_records}; use another --work"
-        )
     n = args.instruct_records
     return arm_files(data, seed, instruct=n, som=min(pools["som"], round(n * args.som_share)))
 
